@@ -1,0 +1,36 @@
+"""Image decoding shared by datasets and inference: RGB exactly as OpenCV decodes it."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+
+class ImageReadError(ValueError):
+    """A file that exists but cannot be decoded as an image; the message names it."""
+
+
+def read_rgb(path) -> np.ndarray:
+    """Decode an image file to ``H x W x 3`` uint8 RGB.
+
+    Uses ``cv2.imread(path, cv2.IMREAD_COLOR)`` as upstream does: an alpha channel is dropped (not
+    blended), grey images are expanded to three channels, 16-bit images are scaled to 8 bits, and the
+    file's content decides the format, not its suffix (real datasets hold PNGs named ``.jpg``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``H x W x 3`` uint8 RGB -> float32 ``[3, H, W]`` in [0, 1] (the same values as torchvision's
+    ``ToTensor``)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)

@@ -1,0 +1,290 @@
+"""Joint training transforms: pixels and head points move together.
+
+Tensors:
+    image   float32 ``[3, H, W]`` in ``[0, 1]`` (the degraded, e.g. hazy, image)
+    points  float32 ``[N, 2]`` of ``(x, y)`` in pixels (N may be 0)
+    clean   float32 ``[3, H, W]`` haze-free image of the same scene, or ``None``; it always gets
+            exactly the same geometric transform as ``image``.
+
+Coordinate convention: pixel column ``i`` covers ``x in [i, i + 1)`` and pixel row ``j`` covers
+``y in [j, j + 1)``; a point lies on pixel ``(floor(y), floor(x))``. Under this convention
+
+* resizing ``W -> W'`` (bilinear, ``align_corners=False``) maps ``x -> x * W' / W`` with the
+  actual ratio of the integer sizes, per axis;
+* a horizontal flip of a width-``W`` image maps ``x -> W - x``;
+* cropping at origin ``(x0, y0)`` maps ``x -> x - x0``, ``y -> y - y0``.
+
+A point exactly on a pixel's left edge (integer x) lands on the right edge of the mirrored pixel
+after a flip, which by the half-open rule belongs to the next pixel: that is the convention, not
+an error, and it is at most one pixel.
+
+All randomness comes from the ``generator`` argument (a ``torch.Generator``) when one is given,
+otherwise from torch's global generator.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def _check_sample(image: Tensor, points: Tensor, clean: Optional[Tensor]) -> None:
+    if image.ndim != 3:
+        raise ValueError(f"image must be [C, H, W], got shape {tuple(image.shape)}")
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be [N, 2] (x, y), got shape {tuple(points.shape)}")
+    if clean is not None and clean.shape != image.shape:
+        raise ValueError(
+            f"clean image shape {tuple(clean.shape)} differs from image shape {tuple(image.shape)}"
+        )
+
+
+def _uniform(low: float, high: float, generator: Optional[torch.Generator]) -> float:
+    device = generator.device if generator is not None else "cpu"
+    return low + (high - low) * torch.rand((), generator=generator, device=device).item()
+
+
+def _randint(high: int, generator: Optional[torch.Generator]) -> int:
+    """Uniform integer in ``[0, high]`` (inclusive)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, high + 1, (), generator=generator, device=device).item())
+
+
+def resize(
+    image: Tensor, points: Tensor, height: int, width: int, clean: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Resize to ``height x width`` (bilinear, ``align_corners=False``) and move the points along.
+
+    Args:
+        image: float32 ``[C, H, W]``.
+        points: float32 ``[N, 2]`` (x, y) pixels.
+        height, width: output size in pixels.
+        clean: optional float32 ``[C, H, W]``, resized the same way.
+
+    Returns:
+        ``(image [C, height, width], points [N, 2] scaled by (width / W, height / H), clean)``.
+    """
+    _check_sample(image, points, clean)
+    old_height, old_width = image.shape[-2:]
+    if (height, width) == (old_height, old_width):
+        return image, points, clean
+    stacked = image[None] if clean is None else torch.stack([image, clean])
+    resized = F.interpolate(stacked, size=(height, width), mode="bilinear", align_corners=False)
+    ratio = torch.tensor(
+        [width / old_width, height / old_height], dtype=points.dtype, device=points.device
+    )
+    return resized[0], points * ratio, (None if clean is None else resized[1])
+
+
+def crop(
+    image: Tensor, points: Tensor, x0: int, y0: int, size: int, clean: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Cut the square ``[x0, x0 + size) x [y0, y0 + size)`` and keep the points inside it.
+
+    The window must lie inside the image (pad first if the image is smaller).
+
+    Args:
+        image: float32 ``[C, H, W]``; clean: optional, same shape.
+        points: float32 ``[N, 2]`` (x, y) pixels.
+        x0, y0: crop origin in pixels; size: crop side in pixels.
+
+    Returns:
+        ``(image [C, size, size], points [M, 2] shifted by -(x0, y0), clean [C, size, size])``
+        with only the M points that fall inside the window.
+    """
+    _check_sample(image, points, clean)
+    height, width = image.shape[-2:]
+    if x0 < 0 or y0 < 0 or x0 + size > width or y0 + size > height:
+        raise ValueError(
+            f"crop window x0={x0}, y0={y0}, size={size} does not fit a {height}x{width} image"
+        )
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= x0) & (x < x0 + size) & (y >= y0) & (y < y0 + size)
+    origin = torch.tensor([x0, y0], dtype=points.dtype, device=points.device)
+    window = (slice(None), slice(y0, y0 + size), slice(x0, x0 + size))
+    cropped_clean = None if clean is None else clean[window]
+    return image[window], points[inside] - origin, cropped_clean
+
+
+def hflip(
+    image: Tensor, points: Tensor, clean: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Mirror left-right; with the image width W, points map ``x -> W - x``.
+
+    Args:
+        image: float32 ``[C, H, W]``; clean: optional, same shape.
+        points: float32 ``[N, 2]`` (x, y) pixels.
+
+    Returns:
+        ``(image [C, H, W], points [N, 2], clean)`` mirrored.
+    """
+    _check_sample(image, points, clean)
+    width = image.shape[-1]
+    flipped_points = points.clone()
+    flipped_points[:, 0] = width - points[:, 0]
+    flipped_clean = None if clean is None else clean.flip(-1)
+    return image.flip(-1), flipped_points, flipped_clean
+
+
+def pad_to_at_least(
+    image: Tensor, size: int, clean: Optional[Tensor] = None
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Zero-pad at the bottom and right so both sides are at least ``size`` pixels.
+
+    Points are unchanged by this padding, so they are not taken.
+
+    Returns:
+        ``(image [C, max(H, size), max(W, size)], clean of the same shape or None)``.
+    """
+    height, width = image.shape[-2:]
+    pad = (0, max(0, size - width), 0, max(0, size - height))
+    if pad == (0, 0, 0, 0):
+        return image, clean
+    return F.pad(image, pad), (None if clean is None else F.pad(clean, pad))
+
+
+class RandomScale:
+    """Rescale by a factor drawn uniformly from ``[min_scale, max_scale]``.
+
+    As upstream, the image is rescaled only if ``s * min(H, W) >= crop_size``, so that a crop
+    still fits afterwards; otherwise the sample is returned unchanged. The output size is
+    ``round(H * s) x round(W * s)`` and points follow the actual per-axis ratio.
+
+    Call: ``(image [3, H, W], points [N, 2], clean or None, generator or None)
+    -> (image [3, H', W'], points [N, 2], clean [3, H', W'] or None)``.
+    """
+
+    def __init__(self, crop_size: int, min_scale: float = 0.7, max_scale: float = 1.3):
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.crop_size = crop_size
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+
+    def __call__(
+        self,
+        image: Tensor,
+        points: Tensor,
+        clean: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        _check_sample(image, points, clean)
+        scale = _uniform(self.min_scale, self.max_scale, generator)
+        height, width = image.shape[-2:]
+        if scale * min(height, width) < self.crop_size:
+            return image, points, clean
+        return resize(image, points, round(height * scale), round(width * scale), clean)
+
+
+class RandomCrops:
+    """Cut ``num_crops`` independent random square crops of side ``crop_size``.
+
+    Images smaller than the crop in either dimension are first zero-padded at the bottom and
+    right up to the crop size. Each crop keeps the points inside its window, shifted by its
+    origin.
+
+    Call: ``(image [3, H, W], points [N, 2], clean or None, generator or None)
+    -> (images [K, 3, c, c], list of K points [Ni, 2], clean [K, 3, c, c] or None)``.
+    """
+
+    def __init__(self, crop_size: int, num_crops: int = 4):
+        if crop_size < 1 or num_crops < 1:
+            raise ValueError(f"need crop_size >= 1 and num_crops >= 1, got {crop_size}, {num_crops}")
+        self.crop_size = crop_size
+        self.num_crops = num_crops
+
+    def __call__(
+        self,
+        image: Tensor,
+        points: Tensor,
+        clean: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[Tensor, List[Tensor], Optional[Tensor]]:
+        _check_sample(image, points, clean)
+        image, clean = pad_to_at_least(image, self.crop_size, clean)
+        height, width = image.shape[-2:]
+        images, points_per_crop, cleans = [], [], []
+        for _ in range(self.num_crops):
+            y0 = _randint(height - self.crop_size, generator)
+            x0 = _randint(width - self.crop_size, generator)
+            crop_image, crop_points, crop_clean = crop(image, points, x0, y0, self.crop_size, clean)
+            images.append(crop_image)
+            points_per_crop.append(crop_points)
+            cleans.append(crop_clean)
+        return torch.stack(images), points_per_crop, (None if clean is None else torch.stack(cleans))
+
+
+class RandomHorizontalFlip:
+    """Mirror each crop of a batch independently with probability ``p``.
+
+    Points of a flipped crop map ``x -> c - x`` with that crop's real width ``c``.
+
+    Call: ``(images [K, 3, c, c], list of K points [Ni, 2], clean [K, 3, c, c] or None,
+    generator or None) -> same shapes``.
+    """
+
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(
+        self,
+        images: Tensor,
+        points_per_crop: List[Tensor],
+        clean: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[Tensor, List[Tensor], Optional[Tensor]]:
+        if images.ndim != 4 or len(points_per_crop) != images.shape[0]:
+            raise ValueError(
+                f"expected images [K, C, H, W] and K points tensors, got shape "
+                f"{tuple(images.shape)} and {len(points_per_crop)} points tensors"
+            )
+        out_images, out_points, out_cleans = [], [], []
+        for index, points in enumerate(points_per_crop):
+            image = images[index]
+            crop_clean = None if clean is None else clean[index]
+            if _uniform(0.0, 1.0, generator) < self.p:
+                image, points, crop_clean = hflip(image, points, crop_clean)
+            out_images.append(image)
+            out_points.append(points)
+            out_cleans.append(crop_clean)
+        return (
+            torch.stack(out_images),
+            out_points,
+            None if clean is None else torch.stack(out_cleans),
+        )
+
+
+class TrainTransform:
+    """Training augmentation: random scale, then ``num_crops`` random crops, then random flips.
+
+    Call: ``(image [3, H, W], points [N, 2], clean [3, H, W] or None, generator or None)
+    -> (images [K, 3, c, c], list of K points [Ni, 2], clean [K, 3, c, c] or None)``
+    with ``K = num_crops`` and ``c = crop_size``; every tensor stays float32.
+    """
+
+    def __init__(
+        self,
+        crop_size: int,
+        num_crops: int = 4,
+        min_scale: float = 0.7,
+        max_scale: float = 1.3,
+        flip_prob: float = 0.5,
+    ):
+        self.scale = RandomScale(crop_size, min_scale, max_scale)
+        self.crops = RandomCrops(crop_size, num_crops)
+        self.flip = RandomHorizontalFlip(flip_prob)
+
+    def __call__(
+        self,
+        image: Tensor,
+        points: Tensor,
+        clean: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[Tensor, List[Tensor], Optional[Tensor]]:
+        image, points, clean = self.scale(image, points, clean, generator)
+        images, points_per_crop, clean = self.crops(image, points, clean, generator)
+        return self.flip(images, points_per_crop, clean, generator)

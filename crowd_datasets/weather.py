@@ -1,0 +1,224 @@
+"""Synthetic weather degradations for clean RGB images: haze and rain.
+
+All functions are pure: they read their inputs, never modify them, and return a new
+``float32`` array of shape ``H×W×3`` (RGB) with values in ``[0, 1]``. Randomness comes
+only from the ``numpy.random.Generator`` passed in, so a seeded generator gives the same
+output every time.
+
+Shared by the procedural demo datasets (``crowd_datasets.demo``) and the tool that builds
+weather datasets from clean photographs (``tools/synthesize_weather.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+WEATHER_KINDS = ("haze", "rain")
+
+
+def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+    """Return ``image`` as float32 ``H×W×3`` or raise naming the argument and what was expected."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name}: expected an H×W×3 RGB image, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"{name}: expected a float image with values in [0, 1], got dtype {image.dtype}")
+    return image.astype(np.float32, copy=False)
+
+
+def _check_depth(depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Return ``depth`` as float32 ``H×W`` or raise if it does not match the image or is invalid."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape != shape:
+        raise ValueError(f"depth: expected shape {shape} (the image's H×W), got {depth.shape}")
+    if not np.all(np.isfinite(depth)) or depth.min() < 0:
+        raise ValueError("depth: expected finite, non-negative values")
+    return depth
+
+
+def _airlight_rgb(airlight: float | tuple[float, float, float] | np.ndarray) -> np.ndarray:
+    """Airlight as a float32 array of shape ``(3,)``; a scalar is used for all three channels."""
+    values = np.asarray(airlight, dtype=np.float32)
+    if values.ndim == 0:
+        values = np.repeat(values, 3)
+    if values.shape != (3,) or values.min() < 0 or values.max() > 1:
+        raise ValueError(f"airlight: expected a scalar or an RGB triple in [0, 1], got {airlight!r}")
+    return values
+
+
+def add_haze(
+    clean: np.ndarray,
+    depth: np.ndarray,
+    beta: float,
+    airlight: float | tuple[float, float, float] | np.ndarray = 0.85,
+) -> np.ndarray:
+    """Apply the atmospheric scattering model ``I = J·t + A·(1 − t)`` with ``t = exp(−β·depth)``.
+
+    Args:
+        clean: ``J``, float ``H×W×3`` RGB in ``[0, 1]``.
+        depth: float ``H×W`` scene depth in relative units (larger = farther), non-negative.
+        beta: scattering coefficient ``β ≥ 0`` per depth unit; 0 returns the clean image.
+        airlight: ``A``, global atmospheric light, a scalar or an RGB triple in ``[0, 1]``.
+
+    Returns:
+        The hazy image ``I``, float32 ``H×W×3`` in ``[0, 1]``.
+    """
+    clean = _check_image(clean, "clean")
+    depth = _check_depth(depth, clean.shape[:2])
+    if not beta >= 0:
+        raise ValueError(f"beta: expected a non-negative scattering coefficient, got {beta!r}")
+    transmission = np.exp(-np.float32(beta) * depth)[..., None]
+    hazy = clean * transmission + _airlight_rgb(airlight) * (1.0 - transmission)
+    return np.clip(hazy, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _streak_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """Float32 square kernel holding one anti-aliased line of ``length`` px through its centre.
+
+    ``angle_deg`` is measured from the vertical, positive = the lower end leans right. The
+    line is brightest at its lower end and fades towards the upper one, like a falling drop.
+    """
+    size = int(math.ceil(length)) | 1
+    centre = size // 2
+    dx = math.sin(math.radians(angle_deg)) * (length - 1) / 2
+    dy = math.cos(math.radians(angle_deg)) * (length - 1) / 2
+    shift = 4
+    scale = 1 << shift
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.line(
+        canvas,
+        (round((centre - dx) * scale), round((centre - dy) * scale)),
+        (round((centre + dx) * scale), round((centre + dy) * scale)),
+        255, 1, cv2.LINE_AA, shift,
+    )
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) - centre
+    along = (xs * dx + ys * dy) / max(dx * dx + dy * dy, 1e-6)
+    fade = np.clip(0.6 + 0.4 * along, 0.2, 1.0)
+    return canvas.astype(np.float32) / 255.0 * fade
+
+
+def add_rain(
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    depth: np.ndarray | None = None,
+    *,
+    angle_deg: float = 10.0,
+    num_layers: int = 3,
+    density: float = 0.004,
+    streak_length: float = 16.0,
+    intensity: float = 0.6,
+    veil_beta: float = 0.3,
+    airlight: float | tuple[float, float, float] | np.ndarray = 0.85,
+) -> np.ndarray:
+    """Add a light haze veil and several layers of oriented rain streaks.
+
+    Each layer is sparse random noise smeared along a line kernel. Layer ``i`` of ``n``
+    stands at relative nearness ``s = (i + 1) / n``: nearer layers have longer, wider,
+    brighter and sparser streaks. Every layer jitters the angle by a few degrees. Streaks
+    are screen-blended over the veiled image, so they only brighten it.
+
+    Args:
+        clean: float ``H×W×3`` RGB in ``[0, 1]``.
+        rng: source of all randomness.
+        depth: float ``H×W`` relative depth for the veil; ``None`` = uniform depth 1.
+        angle_deg: mean streak angle from the vertical in degrees.
+        num_layers: number of streak layers, ≥ 1.
+        density: streak seeds per pixel in the nearest layer, in ``(0, 1)``.
+        streak_length: streak length in pixels in the nearest layer.
+        intensity: peak streak brightness in ``[0, 1]`` in the nearest layer.
+        veil_beta: scattering coefficient of the veil per depth unit (see ``add_haze``).
+        airlight: veil colour, a scalar or an RGB triple in ``[0, 1]``.
+
+    Returns:
+        The rainy image, float32 ``H×W×3`` in ``[0, 1]``.
+    """
+    clean = _check_image(clean, "clean")
+    height, width = clean.shape[:2]
+    if num_layers < 1:
+        raise ValueError(f"num_layers: expected at least 1, got {num_layers}")
+    if not 0 < density < 1:
+        raise ValueError(f"density: expected a fraction of pixels in (0, 1), got {density!r}")
+    if not streak_length >= 1:
+        raise ValueError(f"streak_length: expected at least 1 pixel, got {streak_length!r}")
+    if not 0 <= intensity <= 1:
+        raise ValueError(f"intensity: expected a value in [0, 1], got {intensity!r}")
+    if depth is None:
+        depth = np.ones((height, width), np.float32)
+    rainy = add_haze(clean, depth, veil_beta, airlight)
+
+    streaks = np.zeros((height, width), np.float32)
+    for layer in range(num_layers):
+        nearness = (layer + 1) / num_layers
+        seeds = rng.random((height, width), dtype=np.float32)
+        layer_density = min(density / nearness, 0.5)
+        noise = np.where(seeds < layer_density, rng.uniform(0.5, 1.0, (height, width)), 0.0).astype(np.float32)
+        length = max(2.0, streak_length * nearness * rng.uniform(0.85, 1.15))
+        kernel = _streak_kernel(length, angle_deg + rng.normal(0.0, 2.5))
+        layer_streaks = cv2.filter2D(noise, -1, kernel, borderType=cv2.BORDER_REFLECT)
+        width_sigma = 0.3 + 0.7 * nearness
+        layer_streaks = cv2.GaussianBlur(layer_streaks, (0, 0), width_sigma)
+        # Blurring spreads a 1-px line's energy over ~2.5·sigma px; undo that loss of peak brightness.
+        layer_streaks *= min(2.5 * width_sigma, 3.0) * intensity * (0.5 + 0.5 * nearness)
+        streaks = 1.0 - (1.0 - streaks) * (1.0 - np.clip(layer_streaks, 0.0, 1.0))
+
+    rainy = 1.0 - (1.0 - rainy) * (1.0 - streaks[..., None])
+    return np.clip(rainy, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def random_weather(
+    clean: np.ndarray,
+    depth: np.ndarray | None,
+    kind: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Degrade ``clean`` with haze or rain of randomised strength.
+
+    The depth map is divided by its maximum first, so the strengths below hold for depth in
+    any unit (metres from an RGB-D sensor, relative depth from a generator). Haze: ``β`` in
+    ``[1.0, 2.6]`` per normalised depth unit (transmission at the farthest point 0.07–0.37),
+    greyish airlight 0.70–0.95 with a slight tint. Rain: 2–4 layers at −25…25° from the
+    vertical, streaks 5–12 % of the image height long, a veil with ``β`` in ``[0.15, 0.5]``.
+
+    Args:
+        clean: float ``H×W×3`` RGB in ``[0, 1]``.
+        depth: float ``H×W`` depth, larger = farther, with a positive maximum; may be
+            ``None`` for rain (uniform veil), required for haze.
+        kind: ``"haze"`` or ``"rain"``.
+        rng: source of all randomness.
+
+    Returns:
+        The degraded image, float32 ``H×W×3`` in ``[0, 1]``.
+    """
+    if kind not in WEATHER_KINDS:
+        raise ValueError(f"weather kind {kind!r} is unknown; expected one of {', '.join(WEATHER_KINDS)}")
+    clean = _check_image(clean, "clean")
+    height = clean.shape[0]
+    if depth is not None:
+        depth = _check_depth(depth, clean.shape[:2])
+        if depth.max() <= 0:
+            raise ValueError("depth: expected a positive maximum (all values are zero)")
+        depth = depth / depth.max()
+    elif kind == "haze":
+        raise ValueError("depth: haze needs a depth map, got None")
+
+    if kind == "haze":
+        airlight = np.clip(rng.uniform(0.70, 0.95) + rng.uniform(-0.03, 0.03, 3), 0.0, 1.0)
+        return add_haze(clean, depth, rng.uniform(1.0, 2.6), airlight)
+
+    streak_length = max(4.0, height * rng.uniform(0.05, 0.12))
+    # Seeds are set per unit of streak area so the rain looks equally dense at any resolution.
+    density = rng.uniform(0.04, 0.10) / streak_length
+    return add_rain(
+        clean,
+        rng,
+        depth,
+        angle_deg=rng.uniform(-25.0, 25.0),
+        num_layers=int(rng.integers(2, 5)),
+        density=density,
+        streak_length=streak_length,
+        intensity=rng.uniform(0.45, 0.8),
+        veil_beta=rng.uniform(0.15, 0.5),
+        airlight=rng.uniform(0.75, 0.9),
+    )

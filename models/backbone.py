@@ -1,0 +1,62 @@
+"""VGG16-BN backbone split into the four stages that P2PNet reads."""
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import vgg16_bn
+
+# Slices of torchvision's ``vgg16_bn().features``: each stage ends just before a max-pool, so the
+# stages have strides 2, 4, 8 and 16.
+STAGE_SLICES = ((0, 13), (13, 23), (23, 33), (33, 43))
+STAGE_CHANNELS = (128, 256, 512, 512)
+STAGE_STRIDES = (2, 4, 8, 16)
+
+
+class VGG16BNBackbone(nn.Module):
+    """VGG16 with batch normalisation, as four sequential stages ``body1`` .. ``body4``.
+
+    Input: ``[B, 3, H, W]`` normalised images. Output: a list of four feature maps
+    ``[B, 128, H/2, W/2]``, ``[B, 256, H/4, W/4]``, ``[B, 512, H/8, W/8]``, ``[B, 512, H/16, W/16]``
+    (sizes floored by each max-pool).
+    """
+
+    def __init__(self):
+        super().__init__()
+        features = list(vgg16_bn(weights=None).features)
+        # Re-numbering each stage from 0 gives the upstream state-dict keys (``body2.1.weight``).
+        for index, (start, stop) in enumerate(STAGE_SLICES, start=1):
+            setattr(self, f"body{index}", nn.Sequential(*features[start:stop]))
+
+    def forward(self, images: torch.Tensor) -> list:
+        stages = []
+        features = images
+        for body in (self.body1, self.body2, self.body3, self.body4):
+            features = body(features)
+            stages.append(features)
+        return stages
+
+    def load_imagenet_weights(self, path) -> None:
+        """Load torchvision ``vgg16_bn`` ImageNet weights (``features.*`` keys) from a local file.
+
+        ``path`` is a ``.pth`` state dict as torchvision distributes it (``vgg16_bn-6c64b313.pth``).
+        Classifier keys are ignored; every ``features.*`` tensor the stages need must be present.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights not found: {path} (expected torchvision's vgg16_bn .pth file)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        renamed = {}
+        for index, (start, stop) in enumerate(STAGE_SLICES, start=1):
+            for key, value in state.items():
+                if not key.startswith("features."):
+                    continue
+                layer, _, rest = key[len("features."):].partition(".")
+                if layer.isdigit() and start <= int(layer) < stop:
+                    renamed[f"body{index}.{int(layer) - start}.{rest}"] = value.float() if value.is_floating_point() else value
+        expected = set(self.state_dict())
+        missing = sorted(expected - set(renamed))
+        if missing:
+            raise KeyError(f"{path} is not a vgg16_bn state dict: missing {len(missing)} keys, e.g. {missing[:4]}")
+        self.load_state_dict(renamed, strict=True)

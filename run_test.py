@@ -1,0 +1,103 @@
+"""Count people with a trained checkpoint, in your own images or on a dataset's test split.
+
+    python run_test.py --weight_path weights/Hazy_JHU_best.pth --input photos/ --output_dir out/
+"""
+import csv
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from models import Counter
+from models.checkpoint import CheckpointError
+from util.options import build_parser
+from util.visualize import draw_points, write_rgb
+
+EXIT_SKIPPED = 3
+
+
+def list_inputs(path: Path) -> list:
+    """An image file, or the non-hidden files of a folder (sorted by name)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise FileNotFoundError(f"--input {path}: no such file or folder (expected an image or a folder of images)")
+
+
+def output_stems(files: list) -> dict:
+    """File -> output name; files sharing a stem (``a.jpg``, ``a.png``) keep their suffix in it."""
+    stems = [f.stem for f in files]
+    return {f: f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files}
+
+
+def count_images(counter: Counter, input_path: Path, output_dir: Path = None) -> int:
+    """Count people in every image under ``input_path``; print a line per image and a summary.
+
+    Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image.
+    """
+    files = list_inputs(input_path)
+    stems = output_stems([f for f in files if f.suffix.lower() in IMAGE_SUFFIXES])
+    rows, skipped = [], []
+    started = time.perf_counter()
+    for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(path)
+            tqdm.write(f"skipped {path.name}: not an image file (suffix {path.suffix or 'none'})", file=sys.stderr)
+            continue
+        try:
+            rgb = read_rgb(path)
+        except ImageReadError:
+            skipped.append(path)
+            tqdm.write(f"skipped {path.name}: not a readable image", file=sys.stderr)
+            continue
+        result = counter(rgb)
+        rows.append((path.name, result["count"]))
+        tqdm.write(f"{path.name}: {result['count']}")
+        if output_dir is not None:
+            stem = stems[path]
+            write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
+            write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
+    elapsed = time.perf_counter() - started
+    if output_dir is not None:
+        with open(output_dir / "counts.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["image", "count"])
+            writer.writerows(rows)
+    rate = len(rows) / elapsed if elapsed > 0 else float("inf")
+    print(f"counted {len(rows)} images, {sum(count for _, count in rows)} people in total, "
+          f"{len(skipped)} files skipped, {rate:.2f} images/s")
+    if output_dir is not None:
+        print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
+    return EXIT_SKIPPED if skipped else 0
+
+
+def write_points_csv(path: Path, points, scores) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["x", "y", "score"])
+        writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
+
+
+def main(argv=None) -> int:
+    parser = build_parser("test")
+    args = parser.parse_args(argv)
+    if args.input is None:
+        parser.error("give --input (an image or a folder)")
+    try:
+        counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
+                                          input_norm=args.input_norm)
+        output_dir = Path(args.output_dir) if args.output_dir else None
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        return count_images(counter, Path(args.input), output_dir)
+    except (FileNotFoundError, CheckpointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

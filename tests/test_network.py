@@ -1,0 +1,126 @@
+"""The network: anchor layout and order, output shapes, device hygiene, upstream parity."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from models import Counter, ModelSettings, PointCounter
+from models.anchors import anchor_points
+from models.inference import forward_padded
+from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT
+
+
+@pytest.mark.parametrize("row,line", [(2, 2), (3, 3), (1, 2), (2, 4)])
+def test_anchor_points_follow_the_formula_and_order(row, line):
+    grid_h, grid_w, stride = 3, 5, 8
+    anchors = anchor_points(grid_h, grid_w, stride, row, line)
+    expected = []
+    for i in range(grid_h):
+        for j in range(grid_w):
+            for r in range(1, row + 1):
+                for c in range(1, line + 1):
+                    expected.append(((j + 0.5) * stride + (c - 0.5) * stride / line - stride / 2,
+                                     (i + 0.5) * stride + (r - 0.5) * stride / row - stride / 2))
+    assert anchors.dtype == torch.float32
+    assert anchors.shape == (grid_h * grid_w * row * line, 2)
+    np.testing.assert_array_equal(anchors.numpy(), np.array(expected, dtype=np.float32))
+
+
+def test_heads_emit_outputs_in_anchor_order():
+    torch.manual_seed(0)
+    model = PointCounter(ModelSettings()).eval()
+    with torch.no_grad():
+        for head in (model.regression, model.classification):
+            head.output.weight.zero_()
+            head.output.bias.zero_()
+        # Person logit of anchor k within its cell = k; its x offset = k / 100 px (times 100 in the net).
+        model.classification.output.bias[1::2] = torch.arange(4.0)
+        model.regression.output.bias[0::2] = torch.arange(4.0) / 100
+        outputs = model(torch.rand(1, 3, 32, 48))
+    anchors = anchor_points(4, 6)
+    within_cell = torch.arange(4.0).repeat(4 * 6)
+    assert outputs["pred_logits"].shape == (1, 4 * 6 * 4, 2)
+    torch.testing.assert_close(outputs["pred_logits"][0, :, 1], within_cell)
+    torch.testing.assert_close(outputs["pred_points"][0, :, 0], anchors[:, 0] + within_cell, atol=1e-5, rtol=0)
+    torch.testing.assert_close(outputs["pred_points"][0, :, 1], anchors[:, 1], atol=1e-5, rtol=0)
+
+
+def test_output_shapes_and_dtypes():
+    model = PointCounter(ModelSettings(row=3, line=3)).eval()
+    with torch.no_grad():
+        outputs = model(torch.rand(2, 3, 64, 96))
+    assert set(outputs) == {"pred_logits", "pred_points"}
+    assert outputs["pred_logits"].shape == (2, 8 * 12 * 9, 2)
+    assert outputs["pred_points"].dtype == torch.float32
+
+
+def test_input_not_multiple_of_16_is_rejected_with_sizes():
+    model = PointCounter().eval()
+    with pytest.raises(ValueError, match="100x64"):
+        model(torch.rand(1, 3, 100, 64))
+
+
+class DeviceRecorder(TorchDispatchMode):
+    """Records the device of every tensor any operation produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.devices = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in torch.utils._pytree.tree_leaves(result):
+            if isinstance(value, torch.Tensor):
+                self.devices.add(value.device.type)
+        return result
+
+
+def test_model_on_cpu_creates_nothing_on_another_device():
+    model = PointCounter(ModelSettings(input_norm="imagenet")).eval()
+    image = torch.rand(3, 40, 56)
+    recorder = DeviceRecorder()
+    # A tensor made without an explicit device would land on "meta" here and break the forward pass.
+    with torch.device("meta"), recorder:
+        outputs = forward_padded(model, image)
+    assert recorder.devices == {"cpu"}
+    assert outputs["pred_points"].device.type == "cpu"
+    assert outputs["pred_points"].shape == (16 * 16 * 4, 2)
+
+
+@pytest.fixture(scope="module")
+def reference_counter():
+    return Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
+
+
+def test_parity_with_upstream_on_a_real_image(reference_counter):
+    reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
+    image = reference_counter.image_tensor(REAL_SAMPLES / "A_IMG_160.jpg")
+    outputs = forward_padded(reference_counter.model, image)
+    logits, points = outputs["pred_logits"].numpy(), outputs["pred_points"].numpy()
+    assert logits.shape == reference["pred_logits"].shape
+    assert np.abs(logits - reference["pred_logits"]).max() < 1e-4
+    assert np.abs(points - reference["pred_points"]).max() < 1e-3
+    scores = torch.softmax(torch.from_numpy(logits), -1)[:, 1].numpy()
+    ref_scores = torch.softmax(torch.from_numpy(reference["pred_logits"]), -1)[:, 1].numpy()
+    decisive = np.abs(ref_scores - 0.5) > 1e-4
+    assert decisive.sum() > 0.9 * decisive.size
+    np.testing.assert_array_equal((scores > 0.5)[decisive], (ref_scores > 0.5)[decisive])
+    counts = json.loads((REFERENCE / "reference_counts.json").read_text())["A_IMG_160"]
+    assert abs(int((scores > 0.5).sum()) - counts["pred_count_at_0.5"]) <= int((~decisive).sum())
+    assert list(image.shape[1:]) == [counts["image_size_wh"][1], counts["image_size_wh"][0]]
+
+
+def test_counter_accepts_path_and_array_identically(reference_counter):
+    from crowd_datasets.image_io import read_rgb
+
+    by_path = reference_counter(REAL_SAMPLES / "A_IMG_160.jpg")
+    by_array = reference_counter(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg"))
+    assert by_path["count"] == by_array["count"] == len(by_path["points"])
+    assert by_path["points"].dtype == np.float32 and by_path["scores"].dtype == np.float32
+    assert by_path["points"].shape == (by_path["count"], 2)
+    np.testing.assert_array_equal(by_path["points"], by_array["points"])
+    assert (by_path["scores"] > 0.5).all()
+    with pytest.raises(ValueError, match="uint8"):
+        reference_counter(np.zeros((10, 10, 3), dtype=np.float32))

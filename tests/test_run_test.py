@@ -1,0 +1,82 @@
+"""``run_test.py --input``: per-image lines, files written, bad files skipped, cv2-exact decoding."""
+import csv
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import run_test
+from crowd_datasets.image_io import read_rgb
+from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
+
+
+def test_png_with_alpha_named_jpg_decodes_like_cv2_imread(tmp_path):
+    real = REAL_SAMPLES / "Rain_IMG_0045.jpg"
+    assert cv2.imread(str(real), cv2.IMREAD_UNCHANGED).shape[2] == 4
+    np.testing.assert_array_equal(read_rgb(real), cv2.imread(str(real))[:, :, ::-1])
+    rng = np.random.default_rng(0)
+    bgra = rng.integers(0, 256, size=(20, 30, 4), dtype=np.uint8)
+    path = tmp_path / "alpha.jpg"
+    path.write_bytes(cv2.imencode(".png", bgra)[1].tobytes())
+    rgb = read_rgb(path)
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, bgra[:, :, 2::-1])
+
+
+def test_folder_with_non_image_files_counts_the_others_and_says_so(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("b.png", "a.jpg"):
+        cv2.imwrite(str(photos / name), rng.integers(0, 256, size=(60, 90, 3), dtype=np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(photos),
+                          "--output_dir", str(out), "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert code == run_test.EXIT_SKIPPED
+    assert "skipped notes.txt" in printed.err and "skipped broken.jpg" in printed.err
+    lines = [line for line in printed.out.splitlines() if line.endswith(tuple("0123456789"))]
+    assert [line.split(":")[0] for line in lines[:2]] == ["a.jpg", "b.png"]
+    assert "counted 2 images" in printed.out and "2 files skipped" in printed.out
+    with open(out / "counts.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["image"] for row in rows] == ["a.jpg", "b.png"]
+    for row in rows:
+        stem = row["image"].split(".")[0]
+        with open(out / "points" / f"{stem}.csv") as file:
+            points = list(csv.DictReader(file))
+        assert len(points) == int(row["count"])
+        assert cv2.imread(str(out / "vis" / f"{stem}.jpg")).shape == (60, 90, 3)
+
+
+def test_missing_input_and_checkpoint_are_reported(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(tmp_path / "none")]) == 1
+    assert "none: no such file or folder" in capsys.readouterr().err
+    assert run_test.main(["--weight_path", str(tmp_path / "missing.pth"), "--input", str(tmp_path)]) == 1
+    assert "missing.pth" in capsys.readouterr().err
+
+
+def test_reference_image_points_csv_matches_upstream(tmp_path):
+    out = tmp_path / "out"
+    code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(REAL_SAMPLES / "A_IMG_160.jpg"),
+                          "--output_dir", str(out), "--device", "cpu"])
+    assert code == 0
+    reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
+    scores = torch.softmax(torch.from_numpy(reference["pred_logits"]), -1)[:, 1].numpy()
+    decisive = reference["pred_points"][scores > 0.5 + 1e-4]
+    in_band = reference["pred_points"][np.abs(scores - 0.5) <= 1e-4]
+    rows = np.loadtxt(out / "points" / "A_IMG_160.csv", delimiter=",", skiprows=1, ndmin=2)
+    written = rows[:, :2]
+    distance = np.abs(written[:, None, :] - decisive[None, :, :]).max(-1)
+    assert (distance.min(0) < 1e-3).all(), "a decisive reference point is missing from the CSV"
+    # Every other written point must be an anchor inside the undecidable band around 0.5.
+    candidates = np.concatenate([decisive, in_band])
+    nearest = np.abs(written[:, None, :] - candidates[None, :, :]).max(-1).min(1)
+    assert (nearest < 1e-3).all()
+    with open(out / "counts.csv") as file:
+        assert list(csv.reader(file)) == [["image", "count"], ["A_IMG_160.jpg", str(len(rows))]]

@@ -1,0 +1,26 @@
+"""The one place that draws pictures of predictions."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def draw_points(rgb: np.ndarray, points, color=(255, 0, 0), radius: int = None) -> np.ndarray:
+    """Return a copy of ``H x W x 3`` uint8 RGB ``rgb`` with a filled dot at each ``(x, y)`` of ``points``
+    ``[N, 2]`` (pixels); ``radius`` defaults to about 0.4 % of the longer side (at least 2 px)."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    if radius is None:
+        radius = max(2, int(round(max(canvas.shape[:2]) * 0.004)))
+    for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(canvas, (int(round(x)), int(round(y))), radius, color, thickness=-1, lineType=cv2.LINE_AA)
+    return canvas
+
+
+def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write ``H x W x 3`` uint8 RGB to ``path`` (format from its suffix); creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
+        raise OSError(f"could not write image {path}")
