@@ -9,9 +9,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from torch.utils.data import DataLoader
+
+from crowd_datasets import build_dataset
 from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
+from util.metrics import format_summary, plot_counts, write_records_csv
+from util.misc import collate_images
 from util.options import build_parser
 from util.visualize import draw_points, write_rgb
 
@@ -82,19 +88,35 @@ def write_points_csv(path: Path, points, scores) -> None:
         writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
 
 
+def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
+    """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last."""
+    dataset = build_dataset(args, "test")
+    loader = DataLoader(dataset, batch_size=1, num_workers=args.num_workers, collate_fn=collate_images)
+    summary = evaluate(counter.model, loader, threshold=counter.threshold)
+    if output_dir is not None:
+        write_records_csv(summary["records"], output_dir / "per_image.csv")
+        plot_counts(summary["records"], output_dir / "counts.png", title_prefix=f"{args.dataset_file}: ")
+        print(f"wrote {output_dir / 'per_image.csv'} and {output_dir / 'counts.png'}")
+    for line in format_summary(summary):
+        print(line)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser("test")
     args = parser.parse_args(argv)
-    if args.input is None:
-        parser.error("give --input (an image or a folder)")
+    if (args.input is None) == (args.dataset_file is None):
+        parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
     try:
         counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
                                           input_norm=args.input_norm)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
+        if args.dataset_file is not None:
+            return evaluate_dataset(counter, args, output_dir)
         return count_images(counter, Path(args.input), output_dir)
-    except (FileNotFoundError, CheckpointError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -89,6 +89,13 @@ def test_shanghaitech_mat(tmp_path):
     np.testing.assert_array_equal(points, location.astype(np.float32))
 
 
+def test_shanghaitech_mat_without_people(tmp_path):
+    path = tmp_path / "GT_IMG_4.mat"
+    save_shanghaitech_mat(path, np.zeros((0, 2)))
+    points = read_points(path)
+    assert points.shape == (0, 2) and points.dtype == np.float32
+
+
 def test_mat_without_image_info(tmp_path):
     path = tmp_path / "GT_IMG_2.mat"
     scipy.io.savemat(path, {"annPoints": np.array([[1.0, 2.0]])})

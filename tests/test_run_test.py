@@ -80,3 +80,29 @@ def test_reference_image_points_csv_matches_upstream(tmp_path):
     assert (nearest < 1e-3).all()
     with open(out / "counts.csv") as file:
         assert list(csv.reader(file)) == [["image", "count"], ["A_IMG_160.jpg", str(len(rows))]]
+
+
+def test_demo_dataset_evaluation_prints_metrics_and_mae_last(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEHAZE_P2PNET_CACHE", str(tmp_path / "cache"))
+    random_checkpoint(tmp_path / "model.pth")
+    code = run_test.main(["--dataset_file", "Demo_Rainy", "--weight_path", str(tmp_path / "model.pth"),
+                          "--device", "cpu", "--num_workers", "0", "--output_dir", str(tmp_path / "out")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert lines[-1].startswith("mae: ") and " mse: " in lines[-1]
+    assert any(line.startswith("sigma=4: precision") for line in lines)
+    assert any(line.startswith("GAME(0..3):") for line in lines)
+    assert "images: 24" in lines
+    with open(tmp_path / "out" / "per_image.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 24 and set(rows[0]) == {"image", "gt", "pred", "abs_err"}
+    mae = np.mean([float(row["abs_err"]) for row in rows])
+    assert lines[-1] == f"mae: {mae:.4f} mse: {float(lines[-1].split()[-1]):.4f}"
+    assert (tmp_path / "out" / "counts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_input_and_dataset_are_mutually_exclusive(tmp_path):
+    with pytest.raises(SystemExit):
+        run_test.main(["--weight_path", "w.pth"])
+    with pytest.raises(SystemExit):
+        run_test.main(["--weight_path", "w.pth", "--input", "x", "--dataset_file", "Demo_Hazy"])

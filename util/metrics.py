@@ -253,19 +253,25 @@ class CountingMetrics:
         return result
 
     def write_csv(self, path):
-        """Write ``image,gt,pred,abs_err`` rows sorted by image id, with a header line.
+        """Write ``image,gt,pred,abs_err`` rows sorted by image id (see :func:`write_records_csv`)."""
+        write_records_csv(self._records.values(), path)
 
-        Args:
-            path: output file path; its parent folder is created if missing.
-        """
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(CSV_HEADER)
-            for image in sorted(self._records):
-                writer.writerow([self._records[image][key] for key in CSV_HEADER])
+
+def write_records_csv(records, path):
+    """Write ``image,gt,pred,abs_err`` rows of ``records`` sorted by image id, with a header line.
+
+    Args:
+        records: iterable of record dicts as :attr:`CountingMetrics.records` returns them
+        path: output file path; its parent folder is created if missing.
+    """
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for record in sorted(records, key=lambda r: r["image"]):
+            writer.writerow([record[key] for key in CSV_HEADER])
 
 
 def format_summary(summary):

@@ -2,6 +2,15 @@
 import argparse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _probability(text):
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -28,6 +37,21 @@ def _add_runtime_arguments(parser):
                        help="a point counts as a person when its softmax score exceeds this")
 
 
+def _add_data_arguments(parser, script):
+    from crowd_datasets.registry import DATASETS
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_file", default=None, choices=list(DATASETS), metavar="NAME",
+                       help="dataset to " + ("train on" if script == "train" else "evaluate") + ": "
+                            + ", ".join(DATASETS))
+    group.add_argument("--data_root", default=".",
+                       help="folder holding datasets/<Name>/... images and (for upstream's lists) "
+                            "crowd_datasets/<Name>/... list and annotation files")
+    group.add_argument("--train_list", default=None, help="Custom dataset: training list file, relative to --data_root")
+    group.add_argument("--test_list", default=None, help="Custom dataset: test list file, relative to --data_root")
+    group.add_argument("--num_workers", type=int, default=2, help="data loading processes")
+
+
 def build_parser(script: str) -> argparse.ArgumentParser:
     """Parser for ``script`` in {"train", "test"}; both share the model and runtime options."""
     if script not in ("train", "test"):
@@ -38,9 +62,10 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         "train": "Train the point counter, with the image restoration module on datasets that have clean pairs.",
     }[script]
     parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     _add_model_arguments(parser, script)
     _add_runtime_arguments(parser)
+    _add_data_arguments(parser, script)
     if script == "test":
         group = parser.add_argument_group("evaluation")
         group.add_argument("--weight_path", required=True,
@@ -49,6 +74,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         group.add_argument("--input", default=None,
                            help="an image file or a folder of images to count people in")
         group.add_argument("--output_dir", default=None,
-                           help="where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg "
+                           help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg; "
+                                "with --dataset_file: per-image results (per_image.csv) and counts.png "
                                 "(nothing is written when omitted)")
     return parser

@@ -1,0 +1,139 @@
+"""One dataset class for every dataset, and the functions that find its files."""
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from .annotations import points_outside, read_points
+from .image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_tensor
+from .registry import annotation_candidates
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """The files of one image: the (degraded) image, its annotation, and its clean pair if any."""
+
+    image: Path
+    annotation: Path
+    clean: Optional[Path] = None
+
+
+def clean_pair(image: Path) -> Optional[Path]:
+    """The haze-free image with the same file name in the sibling ``HR/`` folder, if it exists."""
+    candidate = image.parent.parent / "HR" / image.name
+    return candidate if candidate.is_file() else None
+
+
+def samples_from_list(list_path: Path, data_root: Path) -> list:
+    """Read an upstream list file: one ``image_path annotation_path`` pair per line, both relative to
+    ``data_root`` (or absolute). Every named file must exist; errors give the list's line number."""
+    if not list_path.is_file():
+        raise FileNotFoundError(f"list file not found: {list_path} (expected lines 'image_path annotation_path')")
+    samples = []
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{list_path}, line {number}: expected 'image_path annotation_path', got {line!r}")
+        image, annotation = (data_root / field for field in fields)
+        for path, what in ((image, "image"), (annotation, "annotation")):
+            if not path.is_file():
+                raise FileNotFoundError(f"{list_path}, line {number}: {what} not found: {path}")
+        samples.append(SampleFiles(image, annotation, clean_pair(image)))
+    if not samples:
+        raise ValueError(f"list file {list_path} names no images")
+    return samples
+
+
+def samples_from_folder(image_dir: Path, data_root: Path = None, entry=None) -> list:
+    """Every image in ``image_dir`` (sorted by name), each with the annotation found by its stem."""
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+    samples = []
+    for image in images:
+        candidates = annotation_candidates(image, data_root, entry)
+        annotation = next((path for path in candidates if path.is_file()), None)
+        if annotation is None:
+            raise FileNotFoundError(f"no annotation for image {image}; looked for "
+                                    + ", ".join(str(path) for path in candidates))
+        samples.append(SampleFiles(image, annotation, clean_pair(image)))
+    return samples
+
+
+def unique_ids(samples: list) -> list:
+    """The file stem of each image, or its path without suffix where two images share a stem."""
+    stems = [sample.image.stem for sample in samples]
+    return [stem if stems.count(stem) == 1 else str(sample.image.with_suffix(""))
+            for stem, sample in zip(stems, samples)]
+
+
+class CrowdDataset(Dataset):
+    """Images with head points, for training (augmented crops) or evaluation (whole images).
+
+    Evaluation item: ``(image [3, H, W] float32 in [0, 1], target)`` with ``target`` holding
+    ``points`` float32 ``[N, 2]`` ``(x, y)`` pixels, ``labels`` int64 ``[N]`` (all 1) and ``image_id``.
+    Training item: ``(images [K, 3, c, c], [target] * K)`` from ``transform``; each target also holds
+    ``clean [3, c, c]`` when ``use_clean`` and the image has a clean pair. Augmentation randomness
+    depends only on ``(seed, epoch, index)``, so runs and resumed runs see the same crops.
+    """
+
+    def __init__(self, samples: list, transform=None, use_clean: bool = False, seed: int = 0):
+        self.samples = list(samples)
+        self.ids = unique_ids(self.samples)
+        self.transform = transform
+        self.use_clean = use_clean
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    @property
+    def has_clean_pairs(self) -> bool:
+        return bool(self.samples) and all(sample.clean is not None for sample in self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, index: int):
+        """Decoded image ``[3, H, W]`` and points ``[N, 2]`` of one sample, without augmentation."""
+        files = self.samples[index]
+        try:
+            rgb = read_rgb(files.image)
+        except ImageReadError as error:
+            raise ImageReadError(f"{error} (corrupt or not an image)") from None
+        points = read_points(files.annotation)
+        outside = points_outside(points, rgb.shape[1], rgb.shape[0])
+        if outside:
+            warnings.warn(f"{files.annotation}: {outside} of {len(points)} points lie outside the "
+                          f"{rgb.shape[1]}x{rgb.shape[0]} image {files.image.name}; they are kept", stacklevel=2)
+        return to_tensor(rgb), torch.from_numpy(points)
+
+    def __getitem__(self, index: int):
+        image, points = self.load(index)
+        target = {"points": points, "labels": torch.ones(len(points), dtype=torch.int64),
+                  "image_id": self.ids[index]}
+        if self.transform is None:
+            return image, target
+        files = self.samples[index]
+        clean = None
+        if self.use_clean and files.clean is not None:
+            clean = to_tensor(read_rgb(files.clean))
+            if clean.shape != image.shape:
+                raise ValueError(f"clean image {files.clean} is {tuple(clean.shape[1:])} but {files.image} is "
+                                 f"{tuple(image.shape[1:])}; clean pairs must have the same size")
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2 ** 63))
+        crops, crop_points, crop_clean = self.transform(image, points, clean, generator)
+        targets = []
+        for k, points_k in enumerate(crop_points):
+            crop_target = {"points": points_k, "labels": torch.ones(len(points_k), dtype=torch.int64),
+                           "image_id": self.ids[index]}
+            if crop_clean is not None:
+                crop_target["clean"] = crop_clean[k]
+            targets.append(crop_target)
+        return crops, targets
