@@ -1,9 +1,58 @@
 """The loops: ``train_one_epoch`` and ``evaluate``. They return dicts of numbers."""
+import math
+from collections import defaultdict
+
 import torch
 from tqdm import tqdm
 
 from models.inference import forward_padded, select_points
+from util.distributed import all_gather_objects, broadcast_buffers, mean_across_ranks
 from util.metrics import CountingMetrics
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the epoch and step."""
+
+
+def _to_device(target: dict, device) -> dict:
+    return {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in target.items()}
+
+
+def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int, clip_max_norm: float = 0.1,
+                    progress: bool = True) -> dict:
+    """One pass over ``data_loader`` (batches from ``util.misc.collate_crops``).
+
+    Returns the epoch means of the weighted total ``loss`` and of every unweighted loss the criterion
+    returned, averaged over processes. Raises ``NonFiniteLossError`` before the update of a step whose
+    loss is not finite, so the weights stay as they were after the last good step.
+    """
+    model.train()
+    criterion.train()
+    sums, steps = defaultdict(float), 0
+    bar = tqdm(data_loader, desc=f"epoch {epoch}", unit="step", disable=not progress or None, leave=False)
+    for step, (images, targets) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        targets = [_to_device(target, device) for target in targets]
+        losses = criterion(model(images), targets)
+        total = criterion.total(losses)
+        # One all-reduce per step: every rank logs the same numbers and stops together on a bad loss.
+        reduced = {name: value.item() for name, value in mean_across_ranks({**losses, "loss": total}).items()}
+        if not math.isfinite(reduced["loss"]):
+            raise NonFiniteLossError(f"loss is {reduced['loss']} at epoch {epoch}, step {step} "
+                                     f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(reduced.items()))})")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        optimizer.step()
+        for name, value in reduced.items():
+            sums[name] += value
+        steps += 1
+        bar.set_postfix(loss=f"{reduced['loss']:.4f}")
+    if steps == 0:
+        raise ValueError("the training loader yielded no batches; is the training split empty?")
+    return {name: value / steps for name, value in sums.items()}
 
 
 @torch.no_grad()
@@ -11,13 +60,16 @@ def evaluate(model, data_loader, threshold: float = 0.5, sigmas=(4, 8), progress
     """Count every image of ``data_loader`` (batches from ``util.misc.collate_images``).
 
     Each image is run alone, zero-padded to a multiple of 128 as upstream evaluates, so results do
-    not depend on the loader's batch size. Returns ``CountingMetrics.summary()`` (``images``, ``mae``,
-    ``mse`` = root mean squared error, ``game0..3``, precision/recall/F1 per sigma in pixels) plus
-    ``records``: one dict per image (``image``, ``gt``, ``pred``, ``abs_err``, ...).
+    not depend on the loader's batch size. Under torch.distributed every rank first takes rank 0's
+    BatchNorm statistics (the model rank 0 saves), counts its share, and the records are gathered, so
+    every rank returns the single-process numbers. Returns
+    ``CountingMetrics.summary()`` (``images``, ``mae``, ``mse`` = root mean squared error, ``game0..3``,
+    precision/recall/F1 per sigma in pixels) plus ``records``: one dict per image.
     """
     model.eval()
+    broadcast_buffers(model)
     metrics = CountingMetrics(sigmas)
-    bar = tqdm(total=len(data_loader.dataset), desc="evaluating", unit="img", disable=not progress or None,
+    bar = tqdm(total=len(data_loader.sampler), desc="evaluating", unit="img", disable=not progress or None,
                leave=False)
     for images, targets in data_loader:
         for image, target in zip(images, targets):
@@ -26,6 +78,11 @@ def evaluate(model, data_loader, threshold: float = 0.5, sigmas=(4, 8), progress
             metrics.update(target["image_id"], points.numpy(), target["points"].numpy(), height, width)
             bar.update(1)
     bar.close()
+    gathered = all_gather_objects(metrics.records)
+    if len(gathered) > 1:
+        metrics = CountingMetrics(sigmas)
+        for records in gathered:
+            metrics.merge(records)
     summary = metrics.summary()
-    summary["records"] = metrics.records
+    summary["records"] = sorted(metrics.records, key=lambda record: record["image"])
     return summary

@@ -39,8 +39,9 @@ def output_stems(files: list) -> dict:
     return {f: f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files}
 
 
-def count_images(counter: Counter, input_path: Path, output_dir: Path = None) -> int:
+def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False) -> int:
     """Count people in every image under ``input_path``; print a line per image and a summary.
+    With ``save_restored`` also write the restoration module's output to ``output_dir/restored/``.
 
     Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image.
     """
@@ -59,13 +60,15 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None) ->
             skipped.append(path)
             tqdm.write(f"skipped {path.name}: not a readable image", file=sys.stderr)
             continue
-        result = counter(rgb)
+        result = counter.predict(rgb, restore=save_restored)
         rows.append((path.name, result["count"]))
         tqdm.write(f"{path.name}: {result['count']}")
         if output_dir is not None:
             stem = stems[path]
             write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
             write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
+            if save_restored:
+                write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
     elapsed = time.perf_counter() - started
     if output_dir is not None:
         with open(output_dir / "counts.csv", "w", newline="") as file:
@@ -115,7 +118,10 @@ def main(argv=None) -> int:
             output_dir.mkdir(parents=True, exist_ok=True)
         if args.dataset_file is not None:
             return evaluate_dataset(counter, args, output_dir)
-        return count_images(counter, Path(args.input), output_dir)
+        if args.save_restored and (output_dir is None or not counter.has_restoration):
+            parser.error("--save_restored needs --output_dir and a checkpoint trained with the restoration module "
+                         f"({args.weight_path} has {'it' if counter.has_restoration else 'none'})")
+        return count_images(counter, Path(args.input), output_dir, args.save_restored)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

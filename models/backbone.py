@@ -3,13 +3,44 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg16_bn
+from torchvision.models.vgg import cfgs, make_layers
 
 # Slices of torchvision's ``vgg16_bn().features``: each stage ends just before a max-pool, so the
 # stages have strides 2, 4, 8 and 16.
 STAGE_SLICES = ((0, 13), (13, 23), (23, 33), (33, 43))
 STAGE_CHANNELS = (128, 256, 512, 512)
 STAGE_STRIDES = (2, 4, 8, 16)
+IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+IMAGENET_WEIGHTS_FILE = "vgg16_bn-6c64b313.pth"
+
+
+def imagenet_weights_path(spec: str) -> Path:
+    """The ImageNet VGG16-BN file that ``--backbone_weights`` names, or ``None`` for ``"none"``.
+
+    ``"imagenet"`` takes torchvision's copy from its cache (``$TORCH_HOME/hub/checkpoints``) and downloads
+    it there when missing; a failed download stops with a message saying how to provide the file.
+    """
+    if spec == "none":
+        return None
+    if spec != "imagenet":
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"--backbone_weights {spec}: no such file (expected {IMAGENET_WEIGHTS_FILE}, "
+                                    f"from {IMAGENET_WEIGHTS_URL})")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHTS_FILE
+    if cached.is_file():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(IMAGENET_WEIGHTS_URL, str(cached), progress=True)
+    except Exception as error:
+        raise RuntimeError(
+            f"the ImageNet VGG16-BN weights are not in torchvision's cache ({cached}) and could not be downloaded "
+            f"({type(error).__name__}: {error}). Download {IMAGENET_WEIGHTS_URL} on a connected machine and pass "
+            "--backbone_weights PATH (or copy it to the cache path above), or pass --backbone_weights none to "
+            "train from scratch on purpose (expect much worse counts).") from None
+    return cached
 
 
 class VGG16BNBackbone(nn.Module):
@@ -22,7 +53,13 @@ class VGG16BNBackbone(nn.Module):
 
     def __init__(self):
         super().__init__()
-        features = list(vgg16_bn(weights=None).features)
+        # Only the convolutional layers: torchvision's full vgg16_bn would also build (and initialise)
+        # a 120 M-parameter classifier that is thrown away.
+        features = list(make_layers(cfgs["D"], batch_norm=True))
+        for layer in features:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         # Re-numbering each stage from 0 gives the upstream state-dict keys (``body2.1.weight``).
         for index, (start, stop) in enumerate(STAGE_SLICES, start=1):
             setattr(self, f"body{index}", nn.Sequential(*features[start:stop]))

@@ -52,6 +52,46 @@ def _add_data_arguments(parser, script):
     group.add_argument("--num_workers", type=int, default=2, help="data loading processes")
 
 
+def _add_training_arguments(parser):
+    group = parser.add_argument_group("restoration module")
+    group.add_argument("--restoration", action=argparse.BooleanOptionalAction, default=True,
+                       help="attach the train-only image restoration module (needs clean HR/ pairs; "
+                            "datasets without them train without it)")
+    group.add_argument("--sr_loss_coef", type=float, default=10.0, help="weight of the restoration loss")
+    group.add_argument("--sr_loss", choices=["mse", "l1"], default="mse", help="restoration loss")
+
+    group = parser.add_argument_group("matching and losses")
+    group.add_argument("--set_cost_class", type=float, default=1.0, help="matching cost of the person score")
+    group.add_argument("--set_cost_point", type=float, default=0.05, help="matching cost per pixel of distance")
+    group.add_argument("--point_loss_coef", type=float, default=0.0002, help="weight of the point loss")
+    group.add_argument("--eos_coef", type=float, default=0.5, help="cross-entropy weight of the background class")
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--lr", type=float, default=1e-4, help="learning rate of the FPN, heads and restoration")
+    group.add_argument("--lr_backbone", type=float, default=1e-5, help="learning rate of the VGG16-BN backbone")
+    group.add_argument("--weight_decay", type=float, default=1e-4, help="Adam weight decay")
+    group.add_argument("--epochs", type=int, default=3500, help="number of epochs")
+    group.add_argument("--lr_drop", type=int, default=3500, help="divide learning rates by 10 after this many epochs")
+    group.add_argument("--clip_max_norm", type=float, default=0.1, help="gradient clipping norm (0: off)")
+    group.add_argument("--batch_size", type=int, default=8, help="images per step and process")
+    group.add_argument("--num_crops", type=int, default=4, help="random crops per image")
+    group.add_argument("--crop_size", type=int, default=None,
+                       help="training crop in pixels (default: the dataset's, 96 for Hazy_JHU, else 128)")
+    group.add_argument("--backbone_weights", default="imagenet",
+                       help="VGG16-BN start: 'imagenet' (torchvision's weights from its local cache, downloaded "
+                            "when online), a path to vgg16_bn-6c64b313.pth, or 'none' to train from scratch")
+    group.add_argument("--seed", type=int, default=42, help="random seed (model, shuffling, augmentation)")
+
+    group = parser.add_argument_group("output")
+    group.add_argument("--output_dir", default=None,
+                       help="where latest.pth, best_mae.pth, log.txt and tensorboard logs go "
+                            "(default: runs/<dataset_file>)")
+    group.add_argument("--eval_freq", type=int, default=5, help="evaluate on the test split every N epochs")
+    group.add_argument("--resume", default=None, help="continue exactly from this checkpoint (e.g. latest.pth)")
+    group.add_argument("--vis_images", type=int, default=2,
+                       help="restored test images logged to tensorboard at each evaluation")
+
+
 def build_parser(script: str) -> argparse.ArgumentParser:
     """Parser for ``script`` in {"train", "test"}; both share the model and runtime options."""
     if script not in ("train", "test"):
@@ -66,6 +106,8 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     _add_model_arguments(parser, script)
     _add_runtime_arguments(parser)
     _add_data_arguments(parser, script)
+    if script == "train":
+        _add_training_arguments(parser)
     if script == "test":
         group = parser.add_argument_group("evaluation")
         group.add_argument("--weight_path", required=True,
@@ -77,4 +119,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
                            help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg; "
                                 "with --dataset_file: per-image results (per_image.csv) and counts.png "
                                 "(nothing is written when omitted)")
+        group.add_argument("--save_restored", action="store_true",
+                           help="with --input and a checkpoint that carries the restoration module: also write "
+                                "restored/<stem>.jpg, the scene as the model sees it without the weather")
     return parser

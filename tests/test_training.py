@@ -1,0 +1,175 @@
+"""Training: losses go down, DDP agrees with one process, resume is exact, failures keep checkpoints."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import engine
+import run_test
+import train
+from crowd_datasets import build_dataset
+from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
+from util.misc import collate_crops, collate_images
+from util.options import build_parser
+from helpers import ROOT, tiny_dataset
+
+FAST = ["--backbone_weights", "none", "--crop_size", "64", "--batch_size", "2", "--num_crops", "2",
+        "--num_workers", "0", "--device", "cpu", "--lr", "1e-4", "--lr_backbone", "1e-4"]
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_total_loss(tmp_path):
+    args = build_parser("train").parse_args(tiny_dataset(tmp_path) + FAST)
+    dataset = build_dataset(args, "train")
+    images, targets = collate_crops([dataset[0], dataset[1]])
+    assert all("clean" in target for target in targets)
+    torch.manual_seed(0)
+    model = PointCounter(ModelSettings(restoration=True)).train()
+    criterion = build_criterion(args)
+    optimizer, _ = train.build_optimizer(model, args)
+    totals = []
+    for _ in range(8):
+        losses = criterion(model(images), targets)
+        assert set(losses) == {"loss_ce", "loss_points", "loss_sr"}
+        total = criterion.total(losses)
+        totals.append(total.item())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert totals[-1] < 0.8 * totals[0], totals
+
+
+def run_train(argv):
+    return train.main(argv)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run_and_run_test_needs_no_flags(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    common = data + FAST + ["--eval_freq", "2", "--seed", "3"]
+    assert run_train(common + ["--epochs", "4", "--output_dir", str(tmp_path / "straight")]) == 0
+    assert run_train(common + ["--epochs", "2", "--output_dir", str(tmp_path / "resumed")]) == 0
+    assert run_train(common + ["--epochs", "4", "--output_dir", str(tmp_path / "resumed"),
+                               "--resume", str(tmp_path / "resumed" / "latest.pth")]) == 0
+    straight = torch.load(tmp_path / "straight" / "latest.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)
+    assert straight["epoch"] == resumed["epoch"] == 3
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert straight["best"] == resumed["best"]
+    assert straight["settings"]["restoration"] is True
+    logged = [json.loads(line) for line in (tmp_path / "straight" / "log.txt").read_text().splitlines()]
+    assert [entry["epoch"] for entry in logged] == [0, 1, 2, 3] and "test_mae" in logged[1]
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "tensorboard"))
+
+    capsys.readouterr()
+    best = tmp_path / "straight" / "best_mae.pth"
+    assert run_test.main(["--dataset_file", "Custom", "--data_root", str(tmp_path / "data"), "--test_list",
+                          "test.list", "--weight_path", str(best), "--num_workers", "0"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    best_content = torch.load(best, weights_only=True)
+    assert last == f"mae: {best_content['best']['mae']:.4f} mse: {best_content['best']['mse']:.4f}"
+    out = tmp_path / "counted"
+    assert run_test.main(["--weight_path", str(best), "--input", str(tmp_path / "data" / "test_data" / "images"),
+                          "--output_dir", str(out), "--save_restored"]) == run_test.EXIT_SKIPPED  # the .txt files
+    restored = sorted(os.listdir(out / "restored"))
+    assert restored == ["IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg"]
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    real_build = train.build_criterion
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self, criterion):
+            super().__init__()
+            self.criterion, self.calls = criterion, 0
+
+        def forward(self, outputs, targets):
+            self.calls += 1
+            losses = self.criterion(outputs, targets)
+            if self.calls == 3:  # two steps per epoch: epoch 1, step 0
+                losses["loss_ce"] = losses["loss_ce"] * float("nan")
+            return losses
+
+        def total(self, losses):
+            return self.criterion.total(losses)
+
+    monkeypatch.setattr(train, "build_criterion", lambda args: Poisoned(real_build(args)))
+    argv = data + FAST + ["--epochs", "3", "--output_dir", str(tmp_path / "run")]
+    assert run_train(argv) == 1
+    err = capsys.readouterr().err
+    assert "at epoch 1, step 0" in err and "latest.pth" in err
+    model, _, content = build_from_checkpoint(tmp_path / "run" / "latest.pth", log=quiet)
+    assert content["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in model.state_dict().values() if value.is_floating_point())
+
+
+def test_datasets_without_clean_pairs_train_without_restoration(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    for split in ("train", "test"):
+        for path in (tmp_path / "data" / f"{split}_data" / "HR").iterdir():
+            path.unlink()
+    assert run_train(data + FAST + ["--epochs", "1", "--output_dir", str(tmp_path / "run")]) == 0
+    assert "restoration module off: Custom training images have no clean HR/ pairs" in capsys.readouterr().out
+    assert torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["settings"]["restoration"] is False
+
+
+def test_backbone_weights_from_file_and_a_clear_message_when_missing(tmp_path, monkeypatch):
+    from torchvision.models import vgg16_bn
+
+    from models.backbone import imagenet_weights_path
+
+    reference = vgg16_bn(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "vgg16_bn.pth")
+    model = PointCounter()
+    model.backbone.load_imagenet_weights(tmp_path / "vgg16_bn.pth")
+    assert torch.equal(model.backbone.body3[1].weight, reference.features[24].weight)
+    assert torch.equal(model.backbone.body4[8].running_var, reference.features[41].running_var)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        imagenet_weights_path(str(tmp_path / "nope.pth"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match="--backbone_weights none") as error:
+        imagenet_weights_path("imagenet")
+    assert "vgg16_bn-6c64b313.pth" in str(error.value) and "network is unreachable" in str(error.value)
+
+
+def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(tmp_path):
+    data = tiny_dataset(tmp_path / "data", num_train=4, num_test=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "distributed_worker.py"), str(out)] + data + FAST + ["--threshold", "0.1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    parameters = [torch.load(out / f"parameters{rank}.pth", weights_only=True) for rank in (0, 1)]
+    assert len(parameters[0]) > 0
+    for key in parameters[0]:
+        assert torch.equal(parameters[0][key], parameters[1][key]), key
+    # After evaluation every rank also holds rank 0's BatchNorm statistics.
+    rank0 = torch.load(out / "rank0.pth", weights_only=True)
+    rank1 = torch.load(out / "rank1.pth", weights_only=True)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    evaluations = [json.loads((out / f"eval{rank}.json").read_text()) for rank in (0, 1)]
+    assert evaluations[0] == evaluations[1] and evaluations[0]["images"] == 3
+    model = PointCounter(ModelSettings(restoration=True))
+    model.load_state_dict(rank0)
+    args = build_parser("train").parse_args(data + FAST)
+    single = engine.evaluate(model, DataLoader(build_dataset(args, "test"), collate_fn=collate_images),
+                             threshold=0.1, progress=False)
+    assert json.loads(json.dumps(single)) == evaluations[0]
+    assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
