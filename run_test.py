@@ -48,33 +48,39 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     files = list_inputs(input_path)
     stems = output_stems([f for f in files if f.suffix.lower() in IMAGE_SUFFIXES])
     rows, skipped = [], []
+    # counts.csv grows row by row, so an interrupted run keeps what it counted.
+    counts_file = open(output_dir / "counts.csv", "w", newline="") if output_dir is not None else None
+    counts_csv = csv.writer(counts_file) if counts_file is not None else None
+    if counts_csv is not None:
+        counts_csv.writerow(["image", "count"])
     started = time.perf_counter()
-    for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(path)
-            tqdm.write(f"skipped {path.name}: not an image file (suffix {path.suffix or 'none'})", file=sys.stderr)
-            continue
-        try:
-            rgb = read_rgb(path)
-        except ImageReadError:
-            skipped.append(path)
-            tqdm.write(f"skipped {path.name}: not a readable image", file=sys.stderr)
-            continue
-        result = counter.predict(rgb, restore=save_restored)
-        rows.append((path.name, result["count"]))
-        tqdm.write(f"{path.name}: {result['count']}")
-        if output_dir is not None:
-            stem = stems[path]
-            write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
-            write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
-            if save_restored:
-                write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
+    try:
+        for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(path)
+                tqdm.write(f"skipped {path.name}: not an image file (suffix {path.suffix or 'none'})", file=sys.stderr)
+                continue
+            try:
+                rgb = read_rgb(path)
+            except ImageReadError:
+                skipped.append(path)
+                tqdm.write(f"skipped {path.name}: not a readable image", file=sys.stderr)
+                continue
+            result = counter.predict(rgb, restore=save_restored)
+            rows.append((path.name, result["count"]))
+            tqdm.write(f"{path.name}: {result['count']}")
+            if output_dir is not None:
+                stem = stems[path]
+                write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
+                write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
+                if save_restored:
+                    write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
+                counts_csv.writerow([path.name, result["count"]])
+                counts_file.flush()
+    finally:
+        if counts_file is not None:
+            counts_file.close()
     elapsed = time.perf_counter() - started
-    if output_dir is not None:
-        with open(output_dir / "counts.csv", "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["image", "count"])
-            writer.writerows(rows)
     rate = len(rows) / elapsed if elapsed > 0 else float("inf")
     print(f"counted {len(rows)} images, {sum(count for _, count in rows)} people in total, "
           f"{len(skipped)} files skipped, {rate:.2f} images/s")

@@ -127,6 +127,8 @@ def train(args, state, output_dir: Path, say) -> int:
 
         output_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(output_dir / "tensorboard"))
+        if resume is None:
+            (output_dir / "log.txt").write_text("")
     say(f"training {args.dataset_file}: {len(dataset_train)} images x {args.num_crops} crops, "
         f"{len(dataset_test)} test images, {state.world_size} process(es) on {state.device}, "
         f"restoration {'on' if settings.restoration else 'off'}, epochs {start_epoch}..{args.epochs - 1}")
