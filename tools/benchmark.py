@@ -8,8 +8,9 @@ Sections (``--only``, comma separated):
 
 - ``inference``: images/s of (a) an eager fp32 network that computes what upstream computes (this
   project's network plus the dead upstream FPN branches ``P5_2``, ``P3_1``, ``P3_2``), (b) exact
-  mode (``forward_padded`` on ``PointCounter``) and (c) fast mode (``models.fast.prepare_fast``),
-  on the same padded image in the same process, runs interleaved; FLOPs and counts of each.
+  mode (``forward_padded`` on ``PointCounter``), (c) fast mode (``models.fast.prepare_fast``) and
+  (d) its fp32 variant (``amp=False``), on the same padded image in the same process, runs
+  interleaved; FLOPs, counts and largest deviations from exact mode of each.
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
 - ``training``: time of one training step for 1, 2 and 4 images x ``--num_crops`` crops.
@@ -53,15 +54,13 @@ IRM_MAX_PARAMETERS = 2_000_000
 IRM_MAX_EXTRA_TRAINING_FLOPS = 0.15
 EXACT_MIN_SPEEDUP = 1.1
 FAST_MIN_SPEEDUP = 2.0
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+PARITY_LOGITS = 1e-4
+PARITY_POINTS_PX = 1e-3
 
 
 def timed(fn, device: torch.device) -> float:
     """Seconds one call of ``fn()`` takes, with the device's queued work included."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
     synchronize(device)
     start = time.perf_counter()
     fn()
@@ -155,6 +154,7 @@ def bench_inference(args, device: torch.device) -> None:
     dead_loaded = upstream.load_dead_branches(state)
     upstream = upstream.to(device)
     fast = prepare_fast(counter, device)
+    fused_fp32 = prepare_fast(counter, device, amp=False)
     padded_size = tuple(pad_image(image, counter.padding_fill.cpu()).shape[-2:])
 
     @torch.no_grad()
@@ -166,6 +166,7 @@ def bench_inference(args, device: torch.device) -> None:
         "(a) upstream-equivalent fp32": run_upstream,
         "(b) exact mode fp32": lambda: forward_padded(counter, image),
         f"(c) fast mode {str(autocast_dtype(device)).replace('torch.', '')}": lambda: forward_padded(fast, image),
+        "(d) fused BN + channels-last fp32": lambda: forward_padded(fused_fp32, image),
     }
     for fn in modes.values():
         for _ in range(args.warmup):
@@ -176,20 +177,26 @@ def bench_inference(args, device: torch.device) -> None:
             times[name].append(timed(fn, device))
     with torch.no_grad():
         flops = {name: count_flops(fn) for name, fn in modes.items()}
-    counts = {name: len(select_points(fn())[0]) for name, fn in modes.items()}
+    outputs = {name: fn() for name, fn in modes.items()}
+    counts = {name: len(select_points(output)[0]) for name, output in outputs.items()}
     seconds = {name: statistics.median(values) for name, values in times.items()}
     names = list(modes)
-    reference_seconds, exact_count = seconds[names[0]], counts[names[1]]
+    reference_seconds, exact = seconds[names[0]], outputs[names[1]]
+    errors = {name: (float((output["pred_logits"].float() - exact["pred_logits"]).abs().max()),
+                     float((output["pred_points"].float() - exact["pred_points"]).abs().max()))
+              for name, output in outputs.items()}
     rows = []
     for name in names:
+        logit_error, point_error = errors[name]
         rows.append([name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
                      f"{reference_seconds / seconds[name]:.2f}x", f"{flops[name] / 1e9:.1f}",
-                     f"{flops[name] / 1e9 / seconds[name]:.0f}", counts[name], f"{counts[name] - exact_count:+d}"])
+                     f"{flops[name] / 1e9 / seconds[name]:.0f}", counts[name],
+                     f"{counts[name] - counts[names[1]]:+d}", f"{logit_error:.1e}", f"{point_error:.1e}"])
     print_table(f"inference: {Path(args.image).name} padded to {padded_size}, median of {args.runs} "
                 f"interleaved runs after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
                 f"{'' if dead_loaded else ' (dead branches random)'}",
                 ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "count",
-                 "count - exact"], rows)
+                 "count - (b)", "max |logit - (b)|", "max |point - (b)| px"], rows)
     exact_speedup = reference_seconds / seconds[names[1]]
     fast_speedup = reference_seconds / seconds[names[2]]
     print(f"exact mode >= {EXACT_MIN_SPEEDUP}x upstream: {exact_speedup:.2f}x {verdict(exact_speedup >= EXACT_MIN_SPEEDUP)}; "
@@ -197,6 +204,9 @@ def bench_inference(args, device: torch.device) -> None:
     print(f"dead upstream branches: {100 * (1 - flops[names[1]] / flops[names[0]]):.1f} % of upstream's FLOPs. "
           "The 1 % count goal of fast mode is for trained checkpoints: the reference checkpoint's random weights "
           "put many anchors within ~1e-3 of the threshold, where bf16 rounding flips them.")
+    fused_ok = errors[names[3]][0] <= PARITY_LOGITS and errors[names[3]][1] <= PARITY_POINTS_PX
+    print(f"(d) within the parity tolerances of (b) ({PARITY_LOGITS:g} logits, {PARITY_POINTS_PX:g} px): "
+          f"{verdict(fused_ok)}; speed-up vs (a) {reference_seconds / seconds[names[3]]:.2f}x")
 
 
 def parameters_of(module: nn.Module) -> int:
