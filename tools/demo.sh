@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest
 # From scratch (no ImageNet download), with a higher learning rate than P2PNet's that drops tenfold
-# after 8 epochs, so that a few
-# minutes of CPU time learn to count.
+# after 8 epochs, so that a few minutes of CPU time learn to count.
 .venv/bin/python train.py --dataset_file Demo_Hazy --backbone_weights none --output_dir runs/demo \
     --epochs 12 --eval_freq 2 --lr_drop 8 --batch_size 4 --num_crops 2 --lr 5e-4 --lr_backbone 5e-4
 .venv/bin/python run_test.py --dataset_file Demo_Hazy --weight_path runs/demo/best_mae.pth --output_dir runs/demo/eval
