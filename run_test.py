@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
     try:
         counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
-                                          input_norm=args.input_norm)
+                                          input_norm=args.input_norm, amp=args.amp)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)

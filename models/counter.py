@@ -8,6 +8,7 @@ from crowd_datasets.image_io import read_rgb, to_tensor
 
 from .checkpoint import build_from_checkpoint
 from .inference import forward_padded, select_points
+from .inference_model import prepare_inference
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -25,22 +26,25 @@ class Counter:
 
     ``counter(image)`` takes a file path or an ``H x W x 3`` uint8 RGB array and returns
     ``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``.
+    The network runs with BatchNorm folded and channels-last memory; ``amp=True`` adds bf16/fp16
+    autocast (fast mode, see ``models.inference_model``).
     """
 
-    def __init__(self, model, settings, device="cpu", threshold: float = 0.5):
+    def __init__(self, model, settings, device="cpu", threshold: float = 0.5, amp: bool = False):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = prepare_inference(model, self.device, amp=amp)
         self.settings = settings
         self.threshold = threshold
 
     @classmethod
-    def from_checkpoint(cls, path, device="auto", threshold: float = 0.5, input_norm: str = None, log=None):
+    def from_checkpoint(cls, path, device="auto", threshold: float = 0.5, input_norm: str = None, amp: bool = False,
+                        log=None):
         """Load a checkpoint written by this project or in the upstream layout (strictly).
 
         ``input_norm`` overrides the stored setting; original P2PNet checkpoints need ``"imagenet"``.
         """
         model, settings, _ = build_from_checkpoint(path, input_norm=input_norm, log=log)
-        return cls(model, settings, device=device, threshold=threshold)
+        return cls(model, settings, device=device, threshold=threshold, amp=amp)
 
     @property
     def has_restoration(self) -> bool:

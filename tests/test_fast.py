@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import Counter, ModelSettings, PointCounter
-from models.fast import FastCounterModel, autocast_context, autocast_dtype, fuse_batchnorm, prepare_fast
+from crowd_datasets.image_io import read_rgb, to_tensor
+from models import ModelSettings, PointCounter, build_from_checkpoint
+from models.inference_model import InferenceModel, autocast_context, autocast_dtype, fuse_batchnorm, prepare_inference
 from models.inference import forward_padded, select_points
 from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
 
@@ -38,11 +39,11 @@ def random_model():
 
 @pytest.fixture(scope="module")
 def reference_run():
-    counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
-    image = counter.image_tensor(REAL_SAMPLES / "A_IMG_160.jpg")
-    exact = forward_padded(counter.model, image)
-    fast = forward_padded(prepare_fast(counter.model, "cpu"), image)
-    fused_fp32 = forward_padded(prepare_fast(counter.model, "cpu", amp=False), image)
+    model, _, _ = build_from_checkpoint(REFERENCE_CHECKPOINT, log=lambda message: None)
+    image = to_tensor(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg"))
+    exact = forward_padded(model, image)
+    fast = forward_padded(prepare_inference(model, "cpu"), image)
+    fused_fp32 = forward_padded(prepare_inference(model, "cpu", amp=False), image)
     return exact, fast, fused_fp32
 
 
@@ -64,7 +65,7 @@ def test_fusing_leaves_the_original_untouched():
     model = PointCounter().train()
     randomise_batchnorm(model)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    prepare_fast(model, "cpu")
+    prepare_inference(model, "cpu")
     assert model.training
     assert sum(isinstance(module, nn.BatchNorm2d) for module in model.modules()) == 13
     after = model.state_dict()
@@ -76,8 +77,8 @@ def test_fusing_leaves_the_original_untouched():
 def test_fast_model_stands_in_for_point_counter():
     torch.manual_seed(4)
     model = PointCounter(ModelSettings(restoration=True, input_norm="imagenet")).eval()
-    fast = prepare_fast(model, "cpu")
-    assert isinstance(fast, FastCounterModel)
+    fast = prepare_inference(model, "cpu")
+    assert isinstance(fast, InferenceModel)
     assert fast.settings == model.settings
     assert torch.equal(fast.padding_fill, model.padding_fill)
     assert fast.restoration is not None

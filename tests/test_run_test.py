@@ -106,3 +106,15 @@ def test_input_and_dataset_are_mutually_exclusive(tmp_path):
         run_test.main(["--weight_path", "w.pth"])
     with pytest.raises(SystemExit):
         run_test.main(["--weight_path", "w.pth", "--input", "x", "--dataset_file", "Demo_Hazy"])
+
+
+def test_fast_mode_flag_counts_with_autocast(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, size=(50, 70, 3), dtype=np.uint8))
+    exact = run_test.Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", log=lambda message: None)
+    fast = run_test.Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", amp=True, log=lambda message: None)
+    assert exact.model.amp is False and fast.model.amp is True
+    assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(image), "--amp"]) == 0
+    assert capsys.readouterr().out.startswith("photo.png: ")
+    assert fast(str(image))["points"].dtype == np.float32

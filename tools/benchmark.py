@@ -8,9 +8,10 @@ Sections (``--only``, comma separated):
 
 - ``inference``: images/s of (a) an eager fp32 network that computes what upstream computes (this
   project's network plus the dead upstream FPN branches ``P5_2``, ``P3_1``, ``P3_2``), (b) exact
-  mode (``forward_padded`` on ``PointCounter``), (c) fast mode (``models.fast.prepare_fast``) and
-  (d) its fp32 variant (``amp=False``), on the same padded image in the same process, runs
-  interleaved; FLOPs, counts and largest deviations from exact mode of each.
+  mode as ``run_test.py`` runs it (``prepare_inference(amp=False)``: fp32, BatchNorm folded,
+  channels-last), (c) fast mode (``--amp``) and (d) the plain ``PointCounter`` as training uses it,
+  on the same padded image in the same process, runs interleaved; FLOPs, counts and largest
+  deviations from (a) of each.
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
 - ``training``: time of one training step for 1, 2 and 4 images x ``--num_crops`` crops.
@@ -41,7 +42,7 @@ from models import ModelSettings, PointCounter, build_from_checkpoint, resolve_d
 from models.anchors import anchor_points  # noqa: E402
 from models.backbone import STAGE_CHANNELS  # noqa: E402
 from models.criterion import SetCriterion  # noqa: E402
-from models.fast import autocast_dtype, cpu_has_native_bf16, prepare_fast  # noqa: E402
+from models.inference_model import autocast_dtype, cpu_has_native_bf16, prepare_inference  # noqa: E402
 from models.inference import forward_padded, pad_image, select_points  # noqa: E402
 from models.matcher import HungarianMatcher  # noqa: E402
 from models.network import FEATURE_STRIDE  # noqa: E402
@@ -109,11 +110,12 @@ class UpstreamEquivalent(nn.Module):
 
     def load_dead_branches(self, state: dict) -> bool:
         """Copy ``fpn.P5_2/P3_1/P3_2`` tensors from an upstream state dict; False when it has none."""
-        branches = {f"{name}.{kind}": state.get(f"fpn.{name}.{kind}") for name in ("P5_2", "P3_1", "P3_2")
-                    for kind in ("weight", "bias")}
-        if any(value is None for value in branches.values()):
+        names = [f"{name}.{kind}" for name in ("P5_2", "P3_1", "P3_2") for kind in ("weight", "bias")]
+        if any(f"fpn.{name}" not in state for name in names):
             return False
-        self.load_state_dict({key: value.float() for key, value in branches.items()}, strict=False)
+        with torch.no_grad():
+            for name in names:
+                self.get_parameter(name).copy_(state[f"fpn.{name}"].float())
         return True
 
     def forward(self, images: torch.Tensor) -> dict:
@@ -153,8 +155,8 @@ def bench_inference(args, device: torch.device) -> None:
     torch.manual_seed(1)
     dead_loaded = upstream.load_dead_branches(state)
     upstream = upstream.to(device)
-    fast = prepare_fast(counter, device)
-    fused_fp32 = prepare_fast(counter, device, amp=False)
+    fast = prepare_inference(counter, device)
+    fused_fp32 = prepare_inference(counter, device, amp=False)
     padded_size = tuple(pad_image(image, counter.padding_fill.cpu()).shape[-2:])
 
     @torch.no_grad()
@@ -164,9 +166,9 @@ def bench_inference(args, device: torch.device) -> None:
 
     modes = {
         "(a) upstream-equivalent fp32": run_upstream,
-        "(b) exact mode fp32": lambda: forward_padded(counter, image),
-        f"(c) fast mode {str(autocast_dtype(device)).replace('torch.', '')}": lambda: forward_padded(fast, image),
-        "(d) fused BN + channels-last fp32": lambda: forward_padded(fused_fp32, image),
+        "(b) exact mode fp32 (default)": lambda: forward_padded(fused_fp32, image),
+        f"(c) fast mode {str(autocast_dtype(device)).replace('torch.', '')} (--amp)": lambda: forward_padded(fast, image),
+        "(d) PointCounter fp32 (training)": lambda: forward_padded(counter, image),
     }
     for fn in modes.values():
         for _ in range(args.warmup):
@@ -181,9 +183,9 @@ def bench_inference(args, device: torch.device) -> None:
     counts = {name: len(select_points(output)[0]) for name, output in outputs.items()}
     seconds = {name: statistics.median(values) for name, values in times.items()}
     names = list(modes)
-    reference_seconds, exact = seconds[names[0]], outputs[names[1]]
-    errors = {name: (float((output["pred_logits"].float() - exact["pred_logits"]).abs().max()),
-                     float((output["pred_points"].float() - exact["pred_points"]).abs().max()))
+    reference_seconds, reference = seconds[names[0]], outputs[names[0]]
+    errors = {name: (float((output["pred_logits"].float() - reference["pred_logits"]).abs().max()),
+                     float((output["pred_points"].float() - reference["pred_points"]).abs().max()))
               for name, output in outputs.items()}
     rows = []
     for name in names:
@@ -191,12 +193,12 @@ def bench_inference(args, device: torch.device) -> None:
         rows.append([name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
                      f"{reference_seconds / seconds[name]:.2f}x", f"{flops[name] / 1e9:.1f}",
                      f"{flops[name] / 1e9 / seconds[name]:.0f}", counts[name],
-                     f"{counts[name] - counts[names[1]]:+d}", f"{logit_error:.1e}", f"{point_error:.1e}"])
+                     f"{counts[name] - counts[names[0]]:+d}", f"{logit_error:.1e}", f"{point_error:.1e}"])
     print_table(f"inference: {Path(args.image).name} padded to {padded_size}, median of {args.runs} "
                 f"interleaved runs after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
                 f"{'' if dead_loaded else ' (dead branches random)'}",
                 ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "count",
-                 "count - (b)", "max |logit - (b)|", "max |point - (b)| px"], rows)
+                 "count - (a)", "max |logit - (a)|", "max |point - (a)| px"], rows)
     exact_speedup = reference_seconds / seconds[names[1]]
     fast_speedup = reference_seconds / seconds[names[2]]
     print(f"exact mode >= {EXACT_MIN_SPEEDUP}x upstream: {exact_speedup:.2f}x {verdict(exact_speedup >= EXACT_MIN_SPEEDUP)}; "
@@ -204,13 +206,9 @@ def bench_inference(args, device: torch.device) -> None:
     print(f"dead upstream branches: {100 * (1 - flops[names[1]] / flops[names[0]]):.1f} % of upstream's FLOPs. "
           "The 1 % count goal of fast mode is for trained checkpoints: the reference checkpoint's random weights "
           "put many anchors within ~1e-3 of the threshold, where bf16 rounding flips them.")
-    fused_ok = errors[names[3]][0] <= PARITY_LOGITS and errors[names[3]][1] <= PARITY_POINTS_PX
-    print(f"(d) within the parity tolerances of (b) ({PARITY_LOGITS:g} logits, {PARITY_POINTS_PX:g} px): "
-          f"{verdict(fused_ok)}; speed-up vs (a) {reference_seconds / seconds[names[3]]:.2f}x")
-
-
-def parameters_of(module: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())
+    exact_ok = errors[names[1]][0] <= PARITY_LOGITS and errors[names[1]][1] <= PARITY_POINTS_PX
+    print(f"(b) within the parity tolerances of (a) ({PARITY_LOGITS:g} logits, {PARITY_POINTS_PX:g} px): "
+          f"{verdict(exact_ok)}")
 
 
 def training_flops(settings: ModelSettings, crops: torch.Tensor) -> int:
@@ -229,8 +227,8 @@ def bench_irm(args, device: torch.device) -> None:
     crops = torch.rand(args.irm_crops, 3, args.crop_size, args.crop_size,
                        generator=torch.Generator().manual_seed(0)).to(device)
     with_irm = PointCounter(ModelSettings(restoration=True))
-    irm_parameters = parameters_of(with_irm.restoration)
-    counter_parameters = parameters_of(with_irm) - irm_parameters
+    irm_parameters = sum(p.numel() for p in with_irm.restoration.parameters())
+    counter_parameters = sum(p.numel() for p in with_irm.parameters()) - irm_parameters
     without_flops = training_flops(ModelSettings(restoration=False), crops)
     with_flops = training_flops(ModelSettings(restoration=True), crops)
     extra = with_flops / without_flops - 1
@@ -256,14 +254,14 @@ def training_dataset(args):
 class TrainingStep:
     """One optimisation step of the counter with the restoration module, with the real losses, in
     two timed parts: ``compute`` (forward, losses, backward), whose cost depends on the batch, and
-    ``update`` (AdamW), whose cost depends only on the number of parameters."""
+    ``update`` (Adam, as train.py), whose cost depends only on the number of parameters."""
 
     def __init__(self, device: torch.device):
         torch.manual_seed(0)
         self.device = device
         self.model = PointCounter(ModelSettings(restoration=True)).train().to(device)
         self.criterion = SetCriterion(HungarianMatcher())
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5, weight_decay=1e-4)
 
     def compute(self, images: torch.Tensor, targets: list) -> None:
         images = images.to(self.device)
@@ -306,6 +304,8 @@ def loader_rate(dataset, batch_size: int, num_crops: int, num_workers: int, batc
 
 def bench_loader(args, device: torch.device) -> None:
     dataset = training_dataset(args)
+    if len(dataset) < args.batch_size:
+        raise ValueError(f"--batch_size {args.batch_size} exceeds the {len(dataset)} training images of {args.dataset}")
     rows = []
     for workers in (0, 2):
         rate = loader_rate(dataset, args.batch_size, args.num_crops, workers, args.loader_batches)
@@ -338,21 +338,14 @@ def bench_training(args, device: torch.device) -> None:
                      f"{1000 * update:.0f}"])
     print_table(f"training: one step with the restoration module and the real losses, median of {args.train_runs}",
                 ["images x crops", "crops", "forward+losses+backward ms", "ms/crop", "crops vs first",
-                 "time vs first", "AdamW update ms"], rows)
-    print("cost grows linearly with crops when 'time vs first' stays at or below 'crops vs first'; "
-          "the AdamW update is a fixed cost per step.")
+                 "time vs first", "Adam update ms"], rows)
+    growth = (compute / crops) / (first[1] / first[0])
+    print(f"cost per crop at {crops} crops is {growth:.2f}x that at {first[0]} crops (1.00 = exactly linear); "
+          "the Adam update is a fixed cost per step.")
 
 
 def print_machine(device: torch.device) -> None:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        cpuinfo = Path("/proc/cpuinfo")
-        if cpuinfo.is_file():
-            models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")]
-            name = models[0] if models else name
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"\nmachine: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"device {device} ({name}), native CPU bf16: {cpu_has_native_bf16()}, "
           f"fast-mode dtype: {str(autocast_dtype(device)).replace('torch.', '')}, python {platform.python_version()}, "
