@@ -74,6 +74,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.dataset_file is None:
         parser.error("--dataset_file is required")
+    for name in ("epochs", "eval_freq", "batch_size", "num_crops", "lr_drop"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.crop_size is not None and (args.crop_size < 16 or args.crop_size % 16):
+        parser.error(f"--crop_size must be a positive multiple of 16 (the network's stride), got {args.crop_size}")
     state = init_distributed(resolve_device(args.device))
     say = print if state.is_main else (lambda *a, **k: None)
     output_dir = Path(args.output_dir or f"runs/{args.dataset_file}")

@@ -173,3 +173,10 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
                              threshold=0.1, progress=False)
     assert json.loads(json.dumps(single)) == evaluations[0]
     assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
+
+
+@pytest.mark.parametrize("flag,value", [("--eval_freq", "0"), ("--crop_size", "100"), ("--batch_size", "0")])
+def test_bad_training_flags_are_named(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--dataset_file", "Demo_Hazy", flag, value])
+    assert f"{flag} must be" in capsys.readouterr().err
