@@ -15,7 +15,6 @@ Sections (``--only``, comma separated):
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
 - ``training``: time of one training step for 1, 2 and 4 images x ``--num_crops`` crops.
-
 Timings are medians; nothing here is used by the tests.
 """
 import argparse
@@ -38,13 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from crowd_datasets import build_dataset  # noqa: E402
 from crowd_datasets.image_io import read_rgb, to_tensor  # noqa: E402
-from models import ModelSettings, PointCounter, build_from_checkpoint, resolve_device  # noqa: E402
+from models import (HungarianMatcher, ModelSettings, PointCounter, SetCriterion, build_from_checkpoint,  # noqa: E402
+                    resolve_device)
 from models.anchors import anchor_points  # noqa: E402
 from models.backbone import STAGE_CHANNELS  # noqa: E402
-from models.criterion import SetCriterion  # noqa: E402
 from models.inference_model import autocast_dtype, cpu_has_native_bf16, prepare_inference  # noqa: E402
 from models.inference import forward_padded, pad_image, select_points  # noqa: E402
-from models.matcher import HungarianMatcher  # noqa: E402
 from models.network import FEATURE_STRIDE  # noqa: E402
 from util.misc import collate_crops  # noqa: E402
 
@@ -53,8 +51,7 @@ SHARED = ROOT.parent / "shared"
 # DESIGN.md §3 and §5.
 IRM_MAX_PARAMETERS = 2_000_000
 IRM_MAX_EXTRA_TRAINING_FLOPS = 0.15
-EXACT_MIN_SPEEDUP = 1.1
-FAST_MIN_SPEEDUP = 2.0
+EXACT_MIN_SPEEDUP, FAST_MIN_SPEEDUP = 1.1, 2.0
 PARITY_LOGITS = 1e-4
 PARITY_POINTS_PX = 1e-3
 
@@ -357,7 +354,6 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, from {', '.join(SECTIONS)}")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device to measure")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--weight_path", default=str(SHARED / "reference" / "upstream_format_checkpoint.pth"),
                         help="checkpoint for the inference section (random weights if the file is missing)")
     parser.add_argument("--image", default=str(SHARED / "real_samples" / "A_IMG_160.jpg"),
@@ -391,8 +387,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     sections = {"inference": bench_inference, "irm": bench_irm, "loader": bench_loader, "training": bench_training}
     for name in args.sections:
