@@ -99,7 +99,8 @@ def train(args, state, output_dir: Path, say) -> int:
     np.random.seed(args.seed)
     dataset_train, dataset_test = build_dataset(args, "train"), build_dataset(args, "test")
     if args.restoration and not dataset_train.has_clean_pairs:
-        say(f"restoration module off: {args.dataset_file} training images have no clean HR/ pairs")
+        say(f"restoration module off: {dataset_train.clean_pairs} of {len(dataset_train)} {args.dataset_file} "
+            "training images have a clean HR/ pair (it needs all)")
         args.restoration = dataset_train.use_clean = False
     resume = read_checkpoint(args.resume) if args.resume else None
     if resume is not None:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotations import points_outside, read_points
-from .image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_tensor
+from .image_io import IMAGE_SUFFIXES, read_rgb, to_tensor
 from .registry import annotation_candidates
 
 
@@ -94,8 +94,13 @@ class CrowdDataset(Dataset):
         return len(self.samples)
 
     @property
+    def clean_pairs(self) -> int:
+        """How many images have a clean pair."""
+        return sum(sample.clean is not None for sample in self.samples)
+
+    @property
     def has_clean_pairs(self) -> bool:
-        return bool(self.samples) and all(sample.clean is not None for sample in self.samples)
+        return bool(self.samples) and self.clean_pairs == len(self.samples)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -103,10 +108,7 @@ class CrowdDataset(Dataset):
     def load(self, index: int):
         """Decoded image ``[3, H, W]`` and points ``[N, 2]`` of one sample, without augmentation."""
         files = self.samples[index]
-        try:
-            rgb = read_rgb(files.image)
-        except ImageReadError as error:
-            raise ImageReadError(f"{error} (corrupt or not an image)") from None
+        rgb = read_rgb(files.image)
         points = read_points(files.annotation)
         outside = points_outside(points, rgb.shape[1], rgb.shape[0])
         if outside:

@@ -118,7 +118,7 @@ def test_datasets_without_clean_pairs_train_without_restoration(tmp_path, capsys
         for path in (tmp_path / "data" / f"{split}_data" / "HR").iterdir():
             path.unlink()
     assert run_train(data + FAST + ["--epochs", "1", "--output_dir", str(tmp_path / "run")]) == 0
-    assert "restoration module off: Custom training images have no clean HR/ pairs" in capsys.readouterr().out
+    assert "restoration module off: 0 of 4 Custom training images have a clean HR/ pair" in capsys.readouterr().out
     assert torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["settings"]["restoration"] is False
 
 
