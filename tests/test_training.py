@@ -67,7 +67,12 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run_and_run_test_need
     assert straight["settings"]["restoration"] is True
     logged = [json.loads(line) for line in (tmp_path / "straight" / "log.txt").read_text().splitlines()]
     assert [entry["epoch"] for entry in logged] == [0, 1, 2, 3] and "test_mae" in logged[1]
-    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "tensorboard"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "straight" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/loss_sr", "lr", "lr/backbone", "test/mae", "test/mse"} <= set(events.Tags()["scalars"])
+    assert events.Tags()["images"], "restored test images are logged"
 
     capsys.readouterr()
     best = tmp_path / "straight" / "best_mae.pth"
