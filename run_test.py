@@ -12,7 +12,7 @@ from tqdm import tqdm
 from torch.utils.data import DataLoader
 
 from crowd_datasets import build_dataset
-from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from crowd_datasets.image_io import ImageReadError, is_image_file, read_rgb
 from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
@@ -46,7 +46,7 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image.
     """
     files = list_inputs(input_path)
-    stems = output_stems([f for f in files if f.suffix.lower() in IMAGE_SUFFIXES])
+    stems = output_stems([f for f in files if is_image_file(f)])
     rows, skipped = [], []
     # counts.csv grows row by row, so an interrupted run keeps what it counted.
     counts_file = open(output_dir / "counts.csv", "w", newline="") if output_dir is not None else None
@@ -56,7 +56,7 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     started = time.perf_counter()
     try:
         for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            if not is_image_file(path):
                 skipped.append(path)
                 tqdm.write(f"skipped {path.name}: not an image file (suffix {path.suffix or 'none'})", file=sys.stderr)
                 continue

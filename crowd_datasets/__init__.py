@@ -36,14 +36,14 @@ def find_samples(name: str, split: str, data_root, list_path=None, cache_dir=Non
     upstream_list = list_file(data_root, entry, split)
     if upstream_list.is_file():
         return samples_from_list(upstream_list, data_root)
-    for folder in image_folder_candidates(data_root, entry, split):
+    folders = image_folder_candidates(data_root, entry, split)
+    for folder in folders:
         if folder.is_dir():
             return samples_from_folder(folder, data_root, entry)
     raise FileNotFoundError(
         f"{name} {split} split not found under --data_root {data_root}: expected the list file {upstream_list} "
-        f"beside the images in {image_folder_candidates(data_root, entry, split)[0]} ({UPSTREAM_LISTS_HINT}), "
-        f"or a plain folder {image_folder_candidates(data_root, entry, split)[0]} with one annotation per image "
-        "(<stem>.txt beside it or in ../ground-truth/)")
+        f"beside the images in {folders[0]} ({UPSTREAM_LISTS_HINT}), or a plain folder {folders[0]} with one "
+        "annotation per image (<stem>.txt beside it or in ../ground-truth/)")
 
 
 def build_dataset(args, split: str) -> CrowdDataset:

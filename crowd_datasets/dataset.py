@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotations import points_outside, read_points
-from .image_io import IMAGE_SUFFIXES, read_rgb, to_tensor
+from .image_io import IMAGE_SUFFIXES, is_image_file, read_rgb, to_tensor
 from .registry import annotation_candidates
 
 
@@ -51,7 +51,7 @@ def samples_from_list(list_path: Path, data_root: Path) -> list:
 
 def samples_from_folder(image_dir: Path, data_root: Path = None, entry=None) -> list:
     """Every image in ``image_dir`` (sorted by name), each with the annotation found by its stem."""
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in image_dir.iterdir() if is_image_file(p))
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     samples = []
@@ -63,6 +63,11 @@ def samples_from_folder(image_dir: Path, data_root: Path = None, entry=None) -> 
                                     + ", ".join(str(path) for path in candidates))
         samples.append(SampleFiles(image, annotation, clean_pair(image)))
     return samples
+
+
+def make_target(points: torch.Tensor, image_id: str) -> dict:
+    """``{"points" [N, 2], "labels" int64 [N] (all 1), "image_id"}`` for one image or crop."""
+    return {"points": points, "labels": torch.ones(len(points), dtype=torch.int64), "image_id": image_id}
 
 
 def unique_ids(samples: list) -> list:
@@ -118,10 +123,8 @@ class CrowdDataset(Dataset):
 
     def __getitem__(self, index: int):
         image, points = self.load(index)
-        target = {"points": points, "labels": torch.ones(len(points), dtype=torch.int64),
-                  "image_id": self.ids[index]}
         if self.transform is None:
-            return image, target
+            return image, make_target(points, self.ids[index])
         files = self.samples[index]
         clean = None
         if self.use_clean and files.clean is not None:
@@ -133,8 +136,7 @@ class CrowdDataset(Dataset):
         crops, crop_points, crop_clean = self.transform(image, points, clean, generator)
         targets = []
         for k, points_k in enumerate(crop_points):
-            crop_target = {"points": points_k, "labels": torch.ones(len(points_k), dtype=torch.int64),
-                           "image_id": self.ids[index]}
+            crop_target = make_target(points_k, self.ids[index])
             if crop_clean is not None:
                 crop_target["clean"] = crop_clean[k]
             targets.append(crop_target)

@@ -8,6 +8,12 @@ import torch
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
+def is_image_file(path) -> bool:
+    """Whether ``path`` is a regular file with an image suffix (the content is checked on decoding)."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
 class ImageReadError(ValueError):
     """A file that exists but cannot be decoded as an image; the message names it."""
 
