@@ -19,22 +19,35 @@ def _to_device(target: dict, device) -> dict:
             for key, value in target.items()}
 
 
+def compute_losses(model, criterion, images: torch.Tensor, targets: list, dtype=torch.float32) -> dict:
+    """The criterion's unweighted losses for one batch: the forward pass under autocast to ``dtype``
+    (``torch.float32``: none), then matching and losses in fp32 on the outputs cast back to fp32.
+
+    ``images [B, 3, H, W]`` on the model's device; ``targets`` as ``util.misc.collate_crops`` gives them.
+    """
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        outputs = model(images)
+    return criterion({name: value.float() for name, value in outputs.items()}, targets)
+
+
 def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int, clip_max_norm: float = 0.1,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, dtype=torch.float32, scaler=None) -> dict:
     """One pass over ``data_loader`` (batches from ``util.misc.collate_crops``).
 
-    Returns the epoch means of the weighted total ``loss`` and of every unweighted loss the criterion
-    returned, averaged over processes. Raises ``NonFiniteLossError`` before the update of a step whose
-    loss is not finite, so the weights stay as they were after the last good step.
+    The forward pass runs under autocast to ``dtype`` (``torch.float32``: none) with channels-last
+    images; ``scaler`` (a ``torch.amp.GradScaler``, for fp16) scales the loss. Returns the epoch means
+    of the weighted total ``loss`` and of every unweighted loss the criterion returned, averaged over
+    processes. Raises ``NonFiniteLossError`` before the update of a step whose loss is not finite, so
+    the weights stay as they were after the last good step.
     """
     model.train()
     criterion.train()
     sums, steps = defaultdict(float), 0
     bar = tqdm(data_loader, desc=f"epoch {epoch}", unit="step", disable=not progress or None, leave=False)
     for step, (images, targets) in enumerate(bar):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         targets = [_to_device(target, device) for target in targets]
-        losses = criterion(model(images), targets)
+        losses = compute_losses(model, criterion, images, targets, dtype)
         total = criterion.total(losses)
         # One all-reduce per step: every rank logs the same numbers and stops together on a bad loss.
         reduced = {name: value.item() for name, value in mean_across_ranks({**losses, "loss": total}).items()}
@@ -42,10 +55,18 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
             raise NonFiniteLossError(f"loss is {reduced['loss']} at epoch {epoch}, step {step} "
                                      f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(reduced.items()))})")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+        else:
+            total.backward()
         if clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         for name, value in reduced.items():
             sums[name] += value
         steps += 1

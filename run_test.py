@@ -18,7 +18,7 @@ from models import Counter
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
 from util.misc import collate_images
-from util.options import build_parser
+from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
 
 EXIT_SKIPPED = 3
@@ -99,7 +99,7 @@ def write_points_csv(path: Path, points, scores) -> None:
 
 def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
     """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last."""
-    dataset = build_dataset(args, "test")
+    dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     loader = DataLoader(dataset, batch_size=1, num_workers=args.num_workers, collate_fn=collate_images)
     summary = evaluate(counter.model, loader, threshold=counter.threshold)
     if output_dir is not None:

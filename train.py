@@ -5,6 +5,7 @@
 """
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,16 +14,17 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from crowd_datasets import build_dataset
+from crowd_datasets import EpochSampler, build_dataset, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from models import build_criterion, build_model, read_checkpoint, resolve_device, save_checkpoint
+from models import (ModelSettings, PointCounter, build_criterion, build_model, read_checkpoint, resolve_device,
+                    save_checkpoint)
 from models.checkpoint import CheckpointError, load_model_state, model_settings
 from models.inference import forward_padded
-from models.network import PointCounter
+from models.inference_model import autocast_dtype
 from util.distributed import cleanup, init_distributed
 from util.metrics import format_summary
 from util.misc import collate_crops, collate_images
-from util.options import build_parser
+from util.options import build_parser, criterion_options, dataset_options
 
 
 def rng_state() -> dict:
@@ -49,13 +51,16 @@ def build_optimizer(model, args):
 
 def make_loaders(args, state, dataset_train, dataset_test):
     """Shuffling through a seeded ``DistributedSampler`` on one process too, so that a resumed run
-    sees exactly the batches an uninterrupted one would."""
-    sampler_train = DistributedSampler(dataset_train, num_replicas=state.world_size, rank=state.rank,
-                                       shuffle=True, seed=args.seed)
+    sees exactly the batches an uninterrupted one would; ``EpochSampler`` hands the epoch to the
+    loader workers with every index, so each epoch draws new crops. Returns ``(epoch sampler,
+    training loader, test loader)``; call ``set_epoch`` on the first before each epoch."""
+    sampler_train = EpochSampler(DistributedSampler(dataset_train, num_replicas=state.world_size, rank=state.rank,
+                                                    shuffle=True, seed=args.seed))
     sampler_test = DistributedSampler(dataset_test, num_replicas=state.world_size, rank=state.rank, shuffle=False)
-    loader_train = DataLoader(dataset_train, batch_sampler=BatchSampler(sampler_train, args.batch_size, drop_last=False),
-                              collate_fn=collate_crops, num_workers=args.num_workers,
-                              pin_memory=state.device.type == "cuda", persistent_workers=args.num_workers > 0)
+    batches = BatchSampler(sampler_train, args.batch_size, drop_last=False)
+    loader_train = DataLoader(dataset_train, batch_sampler=batches, collate_fn=collate_crops,
+                              num_workers=args.num_workers, pin_memory=state.device.type == "cuda",
+                              persistent_workers=args.num_workers > 0)
     loader_test = DataLoader(dataset_test, batch_size=1, sampler=sampler_test, collate_fn=collate_images,
                              num_workers=args.num_workers)
     return sampler_train, loader_train, loader_test
@@ -69,6 +74,104 @@ def log_restored(writer, model, dataset_test, count: int, epoch: int) -> None:
         writer.add_images(f"restored/{target['image_id']}", torch.stack([image, restored]), epoch)
 
 
+class RunFolderError(ValueError):
+    """``--output_dir`` cannot take this run; the message says why and what to do instead."""
+
+
+# The files a run writes into --output_dir; a folder holding any of them holds a run.
+RUN_FILES = ("latest.pth", "best_mae.pth", "log.txt", "tensorboard")
+TRAINING_STATE_KEYS = ("optimizer", "lr_scheduler", "epoch", "best", "rng")
+
+
+def resolve_resume(resume, output_dir: Path, overwrite: bool):
+    """The checkpoint to continue from (``None``: a new run), after checking that the run cannot
+    replace the files of another one in ``output_dir``.
+
+    ``resume`` is ``None``, a path, or ``"auto"`` (``output_dir/latest.pth`` when it exists, else a new
+    run; a folder whose run never finished an epoch, without checkpoints, may then be reused).
+    A new run into a folder holding a run needs ``overwrite``, and so does continuing a run from a
+    checkpoint outside ``output_dir`` into such a folder. Raises ``RunFolderError``.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunFolderError(f"--output_dir {output_dir} is a file; expected a folder (new or holding a run)")
+    present = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if resume == "auto":
+        if (output_dir / "latest.pth").is_file():
+            return output_dir / "latest.pth"
+        resume = None
+        present = [name for name in present if name.endswith(".pth")]
+    resume = Path(resume) if resume else None
+    continuing = resume is not None and resume.resolve().parent == output_dir.resolve()
+    if present and not continuing and not overwrite:
+        raise RunFolderError(
+            f"--output_dir {output_dir} already holds a run ({', '.join(present)}); nothing was changed. Continue it "
+            f"with --resume auto (or --resume {output_dir / 'latest.pth'}), choose a new --output_dir, or pass "
+            "--overwrite to delete those files and start afresh")
+    return resume
+
+
+def clear_run_files(output_dir: Path) -> None:
+    """Delete what an earlier run wrote into ``output_dir`` (``--overwrite``)."""
+    for name in RUN_FILES:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def read_training_checkpoint(path: Path) -> dict:
+    """A checkpoint that ``--resume`` can continue: one ``train.py`` wrote as ``latest.pth``."""
+    content = read_checkpoint(path)
+    missing = [key for key in TRAINING_STATE_KEYS if key not in content]
+    if missing:
+        raise CheckpointError(
+            f"--resume {path}: not a training checkpoint (it has no {', '.join(missing)}); --resume continues a run "
+            "from the latest.pth that train.py writes (best_mae.pth and released weights hold only the network)")
+    return content
+
+
+def decide_restoration(requested, clean_pairs: int, images: int, resumed=None) -> tuple:
+    """Whether the restoration module trains, decided once: ``(on, line to print)``.
+
+    ``requested`` is the flag (``True``, ``False`` or ``None`` for automatic), ``clean_pairs`` of
+    ``images`` training images have a clean pair, ``resumed`` is the resumed checkpoint's setting
+    (``None`` for a new run). The module needs a clean pair for every image. A resumed run keeps the
+    checkpoint's setting. Raises ``ValueError`` for a flag or a dataset that contradicts it.
+    """
+    pairs = f"{clean_pairs} of {images} training images have a clean HR/ pair"
+    if resumed is not None:
+        if requested is not None and requested != resumed:
+            raise ValueError(f"--{'' if requested else 'no-'}restoration: the resumed checkpoint was trained "
+                             f"{'with' if resumed else 'without'} the restoration module and a resumed run keeps "
+                             "that; drop the flag")
+        if resumed and clean_pairs < images:
+            raise ValueError(f"the resumed checkpoint trains the restoration module, which needs a clean pair for "
+                             f"every training image, but only {pairs}")
+        return resumed, f"restoration module {'on' if resumed else 'off'} (as in the resumed checkpoint)"
+    if requested is False:
+        return False, "restoration module off (--no-restoration)"
+    if images and clean_pairs == images:
+        return True, f"restoration module on: {pairs}"
+    if requested:
+        raise ValueError(f"--restoration needs a clean pair (HR/<name> beside images/) for every training image, "
+                         f"but only {pairs}")
+    return False, f"restoration module off: {pairs} (it needs all)"
+
+
+def training_precision(amp: bool, device: torch.device, log) -> tuple:
+    """``(autocast dtype, GradScaler or None)`` for training on ``device``. ``amp``: bf16 on CUDA (fp16 and
+    a loss scaler where the GPU lacks bf16) and on CPUs with native bf16; fp32 elsewhere, with a line
+    saying so."""
+    if not amp:
+        return torch.float32, None
+    dtype = autocast_dtype(device)
+    if dtype == torch.float32:
+        log("--amp: this CPU has no native bf16 instructions, where bf16 would be slower than fp32; training in fp32")
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return dtype, scaler
+
+
 def main(argv=None) -> int:
     parser = build_parser("train")
     args = parser.parse_args(argv)
@@ -79,11 +182,19 @@ def main(argv=None) -> int:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.crop_size is not None and (args.crop_size < 16 or args.crop_size % 16):
         parser.error(f"--crop_size must be a positive multiple of 16 (the network's stride), got {args.crop_size}")
-    state = init_distributed(resolve_device(args.device))
-    say = print if state.is_main else (lambda *a, **k: None)
+    if args.seed < 0 or args.num_workers < 0:
+        parser.error(f"--seed and --num_workers must be at least 0, got {args.seed} and {args.num_workers}")
     output_dir = Path(args.output_dir or f"runs/{args.dataset_file}")
     try:
-        return train(args, state, output_dir, say)
+        # Before anything else, on every process: a run that would replace another's files never starts.
+        resume = resolve_resume(args.resume, output_dir, args.overwrite)
+        state = init_distributed(resolve_device(args.device))
+    except (RunFolderError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    say = print if state.is_main else (lambda *a, **k: None)
+    try:
+        return train(args, state, output_dir, resume, say)
     except (NonFiniteLossError, FileNotFoundError, ValueError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, NonFiniteLossError):
@@ -93,26 +204,35 @@ def main(argv=None) -> int:
         cleanup()
 
 
-def train(args, state, output_dir: Path, say) -> int:
+def train(args, state, output_dir: Path, resume_path, say) -> int:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    dataset_train, dataset_test = build_dataset(args, "train"), build_dataset(args, "test")
-    if args.restoration and not dataset_train.has_clean_pairs:
-        say(f"restoration module off: {dataset_train.clean_pairs} of {len(dataset_train)} {args.dataset_file} "
-            "training images have a clean HR/ pair (it needs all)")
-        args.restoration = dataset_train.use_clean = False
-    resume = read_checkpoint(args.resume) if args.resume else None
+    resume = read_training_checkpoint(resume_path) if resume_path is not None else None
+    resumed_settings = model_settings(resume) if resume is not None else None
+    train_samples = find_samples(args.dataset_file, "train", args.data_root, args.train_list)
+    restoration, line = decide_restoration(args.restoration, sum(s.clean is not None for s in train_samples),
+                                           len(train_samples), resumed_settings and resumed_settings.restoration)
+    say(line)
+    dataset_train = build_dataset(args.dataset_file, "train", samples=train_samples, use_clean=restoration,
+                                  **dataset_options(args, "train"))
+    dataset_test = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     if resume is not None:
-        settings = model_settings(resume)
-        model = PointCounter(settings)
-        load_model_state(model, resume["model"], source=args.resume, log=say)
-        dataset_train.use_clean = settings.restoration
+        model = PointCounter(resumed_settings)
+        load_model_state(model, resume["model"], source=str(resume_path), log=say)
     else:
-        model = build_model(args, log=say)
+        settings = ModelSettings(row=args.row, line=args.line, input_norm=args.input_norm or "none",
+                                 restoration=restoration)
+        model = build_model(settings, args.backbone_weights, log=say)
     settings = model.settings
-    model.to(state.device)
-    criterion = build_criterion(args).to(state.device)
+    amp = args.amp if args.amp is not None else bool(resume is not None and resume.get("amp", False))
+    if resume is not None and args.amp is not None and args.amp != resume.get("amp", False):
+        say(f"--{'' if amp else 'no-'}amp: the resumed run changes precision here, so it no longer matches an "
+            "uninterrupted run bit for bit")
+    dtype, scaler = training_precision(amp, state.device, say)
+    # Channels-last: oneDNN and cuDNN convolutions run faster on it (fp32 and bf16 alike).
+    model.to(state.device, memory_format=torch.channels_last)
+    criterion = build_criterion(**criterion_options(args)).to(state.device)
     model_without_ddp = model
     if state.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -122,28 +242,32 @@ def train(args, state, output_dir: Path, say) -> int:
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         lr_scheduler.load_state_dict(resume["lr_scheduler"])
+        if scaler is not None and "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
         start_epoch, best = resume["epoch"] + 1, dict(resume["best"])
         set_rng_state(resume["rng"])
-        say(f"resumed from {args.resume} at epoch {start_epoch}")
+        say(f"resumed from {resume_path} at epoch {start_epoch}")
     sampler_train, loader_train, loader_test = make_loaders(args, state, dataset_train, dataset_test)
 
     writer = None
     if state.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_path is None or resume_path.resolve().parent != output_dir.resolve():
+            clear_run_files(output_dir)  # resolve_resume let it through: the folder is new or --overwrite
         output_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(output_dir / "tensorboard"))
         if resume is None:
             (output_dir / "log.txt").write_text("")
     say(f"training {args.dataset_file}: {len(dataset_train)} images x {args.num_crops} crops, "
         f"{len(dataset_test)} test images, {state.world_size} process(es) on {state.device}, "
-        f"restoration {'on' if settings.restoration else 'off'}, epochs {start_epoch}..{args.epochs - 1}")
+        f"{str(dtype).replace('torch.', '')}, restoration {'on' if settings.restoration else 'off'}, "
+        f"epochs {start_epoch}..{args.epochs - 1}")
     for epoch in range(start_epoch, args.epochs):
         started = time.perf_counter()
         sampler_train.set_epoch(epoch)
-        dataset_train.set_epoch(epoch)
         stats = train_one_epoch(model, criterion, loader_train, optimizer, state.device, epoch,
-                                args.clip_max_norm, progress=state.is_main)
+                                args.clip_max_norm, progress=state.is_main, dtype=dtype, scaler=scaler)
         lr_scheduler.step()
         log = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()},
                "lr": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
@@ -163,7 +287,7 @@ def train(args, state, output_dir: Path, say) -> int:
         if state.is_main:
             save_checkpoint(output_dir / "latest.pth", model_without_ddp, settings, optimizer=optimizer.state_dict(),
                             lr_scheduler=lr_scheduler.state_dict(), epoch=epoch, best=best, rng=rng_state(),
-                            args=vars(args))
+                            amp=amp, args=vars(args), **({"scaler": scaler.state_dict()} if scaler else {}))
             for name, value in log.items():
                 if name != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(name.replace("_", "/", 1), value, epoch)

@@ -1,8 +1,8 @@
-"""Datasets: a registry of entries (data) and one dataset class. ``build_dataset(args, split)`` is the
-one place that reads arguments."""
+"""Datasets: a registry of entries (data), one dataset class and ``build_dataset``, which takes explicit
+values (the scripts turn their arguments into them, see ``util.options``)."""
 from pathlib import Path
 
-from .dataset import CrowdDataset, samples_from_folder, samples_from_list
+from .dataset import CrowdDataset, EpochSampler, samples_from_folder, samples_from_list
 from .registry import DATASETS, SPLITS, get_entry, image_folder_candidates, list_file
 from .transforms import TrainTransform
 
@@ -46,17 +46,22 @@ def find_samples(name: str, split: str, data_root, list_path=None, cache_dir=Non
         "annotation per image (<stem>.txt beside it or in ../ground-truth/)")
 
 
-def build_dataset(args, split: str) -> CrowdDataset:
-    """The dataset ``args.dataset_file`` for ``split``; training splits get the joint transforms and,
-    when every image has a clean pair and the restoration module is on, the clean images."""
-    entry = get_entry(args.dataset_file)
-    list_path = getattr(args, f"{split}_list", None)
-    samples = find_samples(args.dataset_file, split, args.data_root, list_path, getattr(args, "cache_dir", None))
+def build_dataset(name: str, split: str, *, data_root=".", list_path=None, cache_dir=None, samples=None,
+                  crop_size: int = None, num_crops: int = 4, seed: int = 42, use_clean: bool = False) -> CrowdDataset:
+    """Dataset ``name``'s ``split``: whole images for "test", augmented crops for "train".
+
+    ``samples`` (from :func:`find_samples`) skips the file search. Training takes ``num_crops`` crops
+    of ``crop_size`` pixels per image (default: the registry entry's), augmented from ``seed`` (see
+    ``CrowdDataset``), and the clean crops too when ``use_clean`` (the caller decides whether the
+    restoration module trains; every image then needs a clean pair).
+    """
+    entry = get_entry(name)
+    if samples is None:
+        samples = find_samples(name, split, data_root, list_path, cache_dir)
     if split == "test":
         return CrowdDataset(samples)
-    transform = TrainTransform(getattr(args, "crop_size", None) or entry.crop_size, num_crops=args.num_crops)
-    return CrowdDataset(samples, transform=transform, use_clean=bool(getattr(args, "restoration", False)),
-                        seed=args.seed)
+    transform = TrainTransform(crop_size or entry.crop_size, num_crops=num_crops)
+    return CrowdDataset(samples, transform=transform, use_clean=use_clean, seed=seed)
 
 
-__all__ = ["CrowdDataset", "DATASETS", "build_dataset", "find_samples", "get_entry"]
+__all__ = ["CrowdDataset", "DATASETS", "EpochSampler", "build_dataset", "find_samples", "get_entry"]

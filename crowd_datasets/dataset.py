@@ -4,8 +4,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .annotations import points_outside, read_points
 from .image_io import IMAGE_SUFFIXES, is_image_file, read_rgb, to_tensor
@@ -77,14 +78,51 @@ def unique_ids(samples: list) -> list:
             for stem, sample in zip(stems, samples)]
 
 
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training item's augmentation: a 63-bit integer mixed from ``(seed, epoch, index)``
+    by ``numpy.random.SeedSequence``, so it is the same in every process and every Python version."""
+    low, high = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return ((int(high) << 32) | int(low)) & (2 ** 63 - 1)
+
+
+class EpochSampler(Sampler):
+    """Wraps an index sampler and yields ``(epoch, index)`` keys for ``CrowdDataset``.
+
+    Loader workers hold their own copies of the dataset, made when they start (and kept for the
+    whole run with ``persistent_workers``), so an epoch set on the dataset in the main process never
+    reaches them. The epoch travels with each index instead. ``set_epoch`` also reaches the wrapped
+    sampler (e.g. ``DistributedSampler``, whose shuffling depends on it).
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 class CrowdDataset(Dataset):
     """Images with head points, for training (augmented crops) or evaluation (whole images).
 
     Evaluation item: ``(image [3, H, W] float32 in [0, 1], target)`` with ``target`` holding
     ``points`` float32 ``[N, 2]`` ``(x, y)`` pixels, ``labels`` int64 ``[N]`` (all 1) and ``image_id``.
     Training item: ``(images [K, 3, c, c], [target] * K)`` from ``transform``; each target also holds
-    ``clean [3, c, c]`` when ``use_clean`` and the image has a clean pair. Augmentation randomness
-    depends only on ``(seed, epoch, index)``, so runs and resumed runs see the same crops.
+    ``clean [3, c, c]`` when ``use_clean`` and the image has a clean pair.
+
+    Items are looked up by ``index`` or by an ``(epoch, index)`` key (see :class:`EpochSampler`); a bare
+    index means epoch 0. Augmentation randomness depends only on ``(seed, epoch, index)``
+    (:func:`augmentation_seed`), so every epoch draws new crops, with any number of loader workers,
+    and a resumed run sees the crops an uninterrupted one would.
     """
 
     def __init__(self, samples: list, transform=None, use_clean: bool = False, seed: int = 0):
@@ -93,7 +131,6 @@ class CrowdDataset(Dataset):
         self.transform = transform
         self.use_clean = use_clean
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self):
         return len(self.samples)
@@ -107,9 +144,6 @@ class CrowdDataset(Dataset):
     def has_clean_pairs(self) -> bool:
         return bool(self.samples) and self.clean_pairs == len(self.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def load(self, index: int):
         """Decoded image ``[3, H, W]`` and points ``[N, 2]`` of one sample, without augmentation."""
         files = self.samples[index]
@@ -121,7 +155,8 @@ class CrowdDataset(Dataset):
                           f"{rgb.shape[1]}x{rgb.shape[0]} image {files.image.name}; they are kept", stacklevel=2)
         return to_tensor(rgb), torch.from_numpy(points)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         image, points = self.load(index)
         if self.transform is None:
             return image, make_target(points, self.ids[index])
@@ -132,7 +167,7 @@ class CrowdDataset(Dataset):
             if clean.shape != image.shape:
                 raise ValueError(f"clean image {files.clean} is {tuple(clean.shape[1:])} but {files.image} is "
                                  f"{tuple(image.shape[1:])}; clean pairs must have the same size")
-        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2 ** 63))
+        generator = torch.Generator().manual_seed(augmentation_seed(self.seed, epoch, index))
         crops, crop_points, crop_clean = self.transform(image, points, clean, generator)
         targets = []
         for k, points_k in enumerate(crop_points):

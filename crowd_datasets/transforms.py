@@ -52,10 +52,64 @@ def _randint(high: int, generator: Optional[torch.Generator]) -> int:
     return int(torch.randint(0, high + 1, (), generator=generator, device=device).item())
 
 
+def _bilinear_taps(old: int, new: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Source pixels ``low``, ``high`` (int64 ``[new]``) and the weight of ``high`` (float32 ``[new]``)
+    of each output pixel along one axis of a bilinear resize from ``old`` to ``new`` pixels. Beyond the
+    outermost pixel centres the edge pixel is copied, with weight 0 on its clamped neighbour."""
+    source = ((torch.arange(new, dtype=torch.float64) + 0.5) * (old / new) - 0.5).clamp(min=0, max=old - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=old - 1)
+    return low, high, (source - low).float()
+
+
+class BilinearResize:
+    """Bilinear resizing from ``old = (H, W)`` to ``new = (h, w)`` pixels, with pixel centres at
+    half-integers as ``F.interpolate(mode="bilinear", align_corners=False)``, computed window by
+    window: a crop of the resized image costs only its own pixels.
+
+    Pixels are gathered and blended in plain elementwise steps (rows, then columns), so each has the
+    same value whether the whole image or a window is computed, with any number of threads.
+    ``F.interpolate`` is not used because its last bit depends on the thread count: loader workers
+    run one thread, and crops would then depend on ``--num_workers``.
+
+    Call: ``(tensor [..., H, W], y0=0, x0=0, height=h - y0, width=w - x0) -> [..., height, width]``,
+    the window at ``(y0, x0)`` of the resized tensor.
+    """
+
+    def __init__(self, old: Tuple[int, int], new: Tuple[int, int]):
+        self.size = tuple(new)
+        self.rows = _bilinear_taps(old[0], new[0])
+        self.cols = _bilinear_taps(old[1], new[1])
+
+    def __call__(self, tensor: Tensor, y0: int = 0, x0: int = 0, height: int = None, width: int = None) -> Tensor:
+        height = self.size[0] - y0 if height is None else height
+        width = self.size[1] - x0 if width is None else width
+        # a + (b - a) * w rather than a * (1 - w) + b * w: a flat region stays exactly flat.
+        low, high, weight = (taps[y0:y0 + height] for taps in self.rows)
+        top = tensor[..., low, :]
+        tensor = top + (tensor[..., high, :] - top) * weight[:, None]
+        low, high, weight = (taps[x0:x0 + width] for taps in self.cols)
+        left = tensor[..., low]
+        return left + (tensor[..., high] - left) * weight
+
+
+def _scale_points(points: Tensor, old: Tuple[int, int], new: Tuple[int, int]) -> Tensor:
+    """Points ``[N, 2]`` (x, y) of an ``old = (H, W)`` image moved to the ``new = (h, w)`` resized one."""
+    ratio = torch.tensor([new[1] / old[1], new[0] / old[0]], dtype=points.dtype, device=points.device)
+    return points * ratio
+
+
+def _points_in_window(points: Tensor, x0: int, y0: int, size: int) -> Tensor:
+    """The points ``[M, 2]`` inside the square window ``[x0, x0 + size) x [y0, y0 + size)``, shifted by its origin."""
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= x0) & (x < x0 + size) & (y >= y0) & (y < y0 + size)
+    return points[inside] - torch.tensor([x0, y0], dtype=points.dtype, device=points.device)
+
+
 def resize(
     image: Tensor, points: Tensor, height: int, width: int, clean: Optional[Tensor] = None
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Resize to ``height x width`` (bilinear, ``align_corners=False``) and move the points along.
+    """Resize to ``height x width`` (bilinear, see :class:`BilinearResize`) and move the points along.
 
     Args:
         image: float32 ``[C, H, W]``.
@@ -67,15 +121,12 @@ def resize(
         ``(image [C, height, width], points [N, 2] scaled by (width / W, height / H), clean)``.
     """
     _check_sample(image, points, clean)
-    old_height, old_width = image.shape[-2:]
-    if (height, width) == (old_height, old_width):
+    old = tuple(image.shape[-2:])
+    if (height, width) == old:
         return image, points, clean
     stacked = image[None] if clean is None else torch.stack([image, clean])
-    resized = F.interpolate(stacked, size=(height, width), mode="bilinear", align_corners=False)
-    ratio = torch.tensor(
-        [width / old_width, height / old_height], dtype=points.dtype, device=points.device
-    )
-    return resized[0], points * ratio, (None if clean is None else resized[1])
+    resized = BilinearResize(old, (height, width))(stacked)
+    return resized[0], _scale_points(points, old, (height, width)), (None if clean is None else resized[1])
 
 
 def crop(
@@ -100,12 +151,9 @@ def crop(
         raise ValueError(
             f"crop window x0={x0}, y0={y0}, size={size} does not fit a {height}x{width} image"
         )
-    x, y = points[:, 0], points[:, 1]
-    inside = (x >= x0) & (x < x0 + size) & (y >= y0) & (y < y0 + size)
-    origin = torch.tensor([x0, y0], dtype=points.dtype, device=points.device)
     window = (slice(None), slice(y0, y0 + size), slice(x0, x0 + size))
     cropped_clean = None if clean is None else clean[window]
-    return image[window], points[inside] - origin, cropped_clean
+    return image[window], _points_in_window(points, x0, y0, size), cropped_clean
 
 
 def hflip(
@@ -171,11 +219,17 @@ class RandomScale:
         generator: Optional[torch.Generator] = None,
     ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         _check_sample(image, points, clean)
-        scale = _uniform(self.min_scale, self.max_scale, generator)
-        height, width = image.shape[-2:]
-        if scale * min(height, width) < self.crop_size:
+        size = self.draw_size(*image.shape[-2:], generator)
+        if size is None:
             return image, points, clean
-        return resize(image, points, round(height * scale), round(width * scale), clean)
+        return resize(image, points, *size, clean)
+
+    def draw_size(self, height: int, width: int, generator: Optional[torch.Generator] = None):
+        """Draw the scale; return the new ``(height, width)``, or ``None`` to keep the image as it is."""
+        scale = _uniform(self.min_scale, self.max_scale, generator)
+        if scale * min(height, width) < self.crop_size:
+            return None
+        return round(height * scale), round(width * scale)
 
 
 class RandomCrops:
@@ -204,16 +258,18 @@ class RandomCrops:
     ) -> Tuple[Tensor, List[Tensor], Optional[Tensor]]:
         _check_sample(image, points, clean)
         image, clean = pad_to_at_least(image, self.crop_size, clean)
-        height, width = image.shape[-2:]
         images, points_per_crop, cleans = [], [], []
-        for _ in range(self.num_crops):
-            y0 = _randint(height - self.crop_size, generator)
-            x0 = _randint(width - self.crop_size, generator)
+        for y0, x0 in self.draw_origins(*image.shape[-2:], generator):
             crop_image, crop_points, crop_clean = crop(image, points, x0, y0, self.crop_size, clean)
             images.append(crop_image)
             points_per_crop.append(crop_points)
             cleans.append(crop_clean)
         return torch.stack(images), points_per_crop, (None if clean is None else torch.stack(cleans))
+
+    def draw_origins(self, height: int, width: int, generator: Optional[torch.Generator] = None) -> list:
+        """``num_crops`` window origins ``(y0, x0)`` in an image of at least the crop size."""
+        return [(_randint(height - self.crop_size, generator), _randint(width - self.crop_size, generator))
+                for _ in range(self.num_crops)]
 
 
 class RandomHorizontalFlip:
@@ -261,6 +317,10 @@ class RandomHorizontalFlip:
 class TrainTransform:
     """Training augmentation: random scale, then ``num_crops`` random crops, then random flips.
 
+    The result equals ``RandomScale``, ``RandomCrops`` and ``RandomHorizontalFlip`` applied in turn
+    with the same generator, but a rescaled image is only computed inside the crops
+    (:class:`BilinearResize`), which makes loading an image several times cheaper.
+
     Call: ``(image [3, H, W], points [N, 2], clean [3, H, W] or None, generator or None)
     -> (images [K, 3, c, c], list of K points [Ni, 2], clean [K, 3, c, c] or None)``
     with ``K = num_crops`` and ``c = crop_size``; every tensor stays float32.
@@ -285,6 +345,19 @@ class TrainTransform:
         clean: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> Tuple[Tensor, List[Tensor], Optional[Tensor]]:
-        image, points, clean = self.scale(image, points, clean, generator)
-        images, points_per_crop, clean = self.crops(image, points, clean, generator)
-        return self.flip(images, points_per_crop, clean, generator)
+        _check_sample(image, points, clean)
+        old = tuple(image.shape[-2:])
+        size = self.scale.draw_size(*old, generator)
+        if size is None:
+            images, points_per_crop, clean = self.crops(image, points, clean, generator)
+            return self.flip(images, points_per_crop, clean, generator)
+        # Rescaled, the image holds a crop (see RandomScale), so no padding is needed.
+        resize, side = BilinearResize(old, size), self.crops.crop_size
+        points = _scale_points(points, old, size)
+        stacked = image[None] if clean is None else torch.stack([image, clean])
+        windows, points_per_crop = [], []
+        for y0, x0 in self.crops.draw_origins(*size, generator):
+            windows.append(resize(stacked, y0, x0, side, side))
+            points_per_crop.append(_points_in_window(points, x0, y0, side))
+        windows = torch.stack(windows, dim=1)
+        return self.flip(windows[0], points_per_crop, None if clean is None else windows[1], generator)

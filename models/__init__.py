@@ -1,4 +1,5 @@
-"""Networks, losses and checkpoints. The ``build_*`` functions are the only code here that reads arguments."""
+"""Networks, losses and checkpoints. The ``build_*`` functions take explicit values; only the scripts read
+arguments (``util.options`` turns them into those values)."""
 from .checkpoint import build_from_checkpoint, load_model_state, read_checkpoint, save_checkpoint
 from .counter import Counter, resolve_device
 from .criterion import SetCriterion
@@ -6,18 +7,13 @@ from .matcher import HungarianMatcher
 from .network import ModelSettings, PointCounter
 
 
-def settings_from_args(args) -> ModelSettings:
-    """Model settings from parsed command-line arguments."""
-    return ModelSettings(row=args.row, line=args.line, input_norm=args.input_norm or "none",
-                         restoration=bool(getattr(args, "restoration", False)))
-
-
-def build_model(args, log=print) -> PointCounter:
-    """A new network as the arguments describe it, its backbone loaded from ``--backbone_weights``."""
+def build_model(settings: ModelSettings, backbone_weights: str, log=print) -> PointCounter:
+    """A new network with ``settings``, its VGG16-BN backbone started from ``backbone_weights``:
+    ``"imagenet"`` (torchvision's weights), a path to them, or ``"none"`` (random initialisation)."""
     from .backbone import imagenet_weights_path
 
-    model = PointCounter(settings_from_args(args))
-    path = imagenet_weights_path(getattr(args, "backbone_weights", "none"))
+    model = PointCounter(settings)
+    path = imagenet_weights_path(backbone_weights)
     if path is not None:
         model.backbone.load_imagenet_weights(path)
         log(f"backbone: ImageNet VGG16-BN weights from {path}")
@@ -26,13 +22,14 @@ def build_model(args, log=print) -> PointCounter:
     return model
 
 
-def build_criterion(args) -> SetCriterion:
-    """Hungarian matcher and weighted losses as the arguments describe them."""
-    matcher = HungarianMatcher(cost_class=args.set_cost_class, cost_point=args.set_cost_point)
-    return SetCriterion(matcher, eos_coef=args.eos_coef, point_loss_coef=args.point_loss_coef,
-                        sr_loss_coef=args.sr_loss_coef, sr_loss=args.sr_loss)
+def build_criterion(*, set_cost_class: float, set_cost_point: float, eos_coef: float, point_loss_coef: float,
+                    sr_loss_coef: float, sr_loss: str) -> SetCriterion:
+    """Hungarian matcher (costs per unit of person score and per pixel) and the weighted losses."""
+    matcher = HungarianMatcher(cost_class=set_cost_class, cost_point=set_cost_point)
+    return SetCriterion(matcher, eos_coef=eos_coef, point_loss_coef=point_loss_coef, sr_loss_coef=sr_loss_coef,
+                        sr_loss=sr_loss)
 
 
 __all__ = ["Counter", "HungarianMatcher", "ModelSettings", "PointCounter", "SetCriterion", "build_criterion",
            "build_from_checkpoint", "build_model", "load_model_state", "read_checkpoint", "resolve_device",
-           "save_checkpoint", "settings_from_args"]
+           "save_checkpoint"]

@@ -11,25 +11,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from crowd_datasets import build_dataset  # noqa: E402
 from engine import evaluate, train_one_epoch  # noqa: E402
-from models import build_criterion, build_model  # noqa: E402
+from models import ModelSettings, build_criterion, build_model  # noqa: E402
 from util.distributed import cleanup, init_distributed  # noqa: E402
-from util.options import build_parser  # noqa: E402
+from util.options import build_parser, criterion_options, dataset_options  # noqa: E402
 
 
 def main():
     out = Path(sys.argv[1])
     args = build_parser("train").parse_args(sys.argv[2:])
     state = init_distributed(torch.device("cpu"))
-    dataset_train, dataset_test = build_dataset(args, "train"), build_dataset(args, "test")
+    dataset_train = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
+    dataset_test = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     torch.manual_seed(args.seed + state.rank)  # different on purpose: DDP must broadcast rank 0's weights
-    model = build_model(args, log=lambda message: None)
+    model = build_model(ModelSettings(restoration=True), "none", log=lambda message: None)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    criterion = build_criterion(args)
+    criterion = build_criterion(**criterion_options(args))
     optimizer, _ = train.build_optimizer(model, args)
     sampler, loader_train, loader_test = train.make_loaders(args, state, dataset_train, dataset_test)
     for epoch in range(2):
         sampler.set_epoch(epoch)
-        dataset_train.set_epoch(epoch)
         train_one_epoch(ddp, criterion, loader_train, optimizer, state.device, epoch, args.clip_max_norm,
                         progress=False)
     parameters = {name: value.detach().clone() for name, value in model.named_parameters()}

@@ -2,7 +2,6 @@
 import json
 import shutil
 import warnings
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -79,16 +78,14 @@ def test_training_items_carry_clean_crops_and_collate_flattens(tmp_path):
     write_image(images / "IMG_1.jpg", 120, 150)
     (images / "IMG_1.txt").write_text("100 50\n")
     write_image(images.parent / "HR" / "IMG_1.jpg", 120, 150, seed=3)
-    args = SimpleNamespace(dataset_file="Hazy_JHU", data_root=str(tmp_path), train_list=None, seed=0,
-                           num_crops=3, restoration=True)
-    dataset = build_dataset(args, "train")
+    dataset = build_dataset("Hazy_JHU", "train", data_root=tmp_path, seed=0, num_crops=3, use_clean=True)
     crops, targets = dataset[0]
     assert crops.shape == (3, 3, 96, 96) and len(targets) == 3
     assert all(t["clean"].shape == (3, 96, 96) for t in targets)
     again, _ = dataset[0]
     assert torch.equal(crops, again), "augmentation must depend only on (seed, epoch, index)"
-    dataset.set_epoch(1)
-    assert not torch.equal(crops, dataset[0][0])
+    assert torch.equal(crops, dataset[(0, 0)][0]), "a bare index means epoch 0"
+    assert not torch.equal(crops, dataset[(1, 0)][0])
     images, flat = collate_crops([dataset[0], dataset[0]])
     assert images.shape == (6, 3, 96, 96) and len(flat) == 6
 
@@ -97,11 +94,10 @@ def test_custom_lists_relative_to_data_root(tmp_path):
     write_image(tmp_path / "imgs" / "a.jpg")
     (tmp_path / "imgs" / "a.txt").write_text("3 4\n")
     (tmp_path / "test.txt").write_text("imgs/a.jpg imgs/a.txt\n\n")
-    args = SimpleNamespace(dataset_file="Custom", data_root=str(tmp_path), test_list="test.txt")
-    assert build_dataset(args, "test")[0][1]["points"].tolist() == [[3, 4]]
-    args.test_list = None
+    dataset = build_dataset("Custom", "test", data_root=tmp_path, list_path="test.txt")
+    assert dataset[0][1]["points"].tolist() == [[3, 4]]
     with pytest.raises(ValueError, match="--test_list"):
-        build_dataset(args, "test")
+        build_dataset("Custom", "test", data_root=tmp_path)
 
 
 def test_missing_root_list_image_and_annotation_are_named(tmp_path):
@@ -165,10 +161,9 @@ def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):
         shutil.copy(REAL_SAMPLES / f"{name}.txt", annotation)
         lines.append(f"{image.relative_to(tmp_path)} {annotation.relative_to(tmp_path)}")
     (tmp_path / "test.list").write_text("\n".join(lines))
-    args = SimpleNamespace(dataset_file="Custom", data_root=str(tmp_path), test_list="test.list")
     counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
-    summary = evaluate(counter.model, DataLoader(build_dataset(args, "test"), collate_fn=collate_images),
-                       progress=False)
+    dataset = build_dataset("Custom", "test", data_root=tmp_path, list_path="test.list")
+    summary = evaluate(counter.model, DataLoader(dataset, collate_fn=collate_images), progress=False)
     # Released-weight parity: per image |upstream count - gt|; anchors within 1e-4 of 0.5 may flip.
     band = {"A_IMG_160": 0, "Rain_IMG_0045": 0}
     for name in counts:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from crowd_datasets.transforms import (
+    BilinearResize,
     RandomCrops,
     RandomHorizontalFlip,
     RandomScale,
@@ -337,3 +338,36 @@ def test_bad_shapes_raise():
         transform(image, torch.zeros(5, 2), torch.zeros(3, 40, 41))
     with pytest.raises(ValueError, match="image"):
         transform(torch.zeros(40, 40), torch.zeros(5, 2))
+
+
+@pytest.mark.parametrize("size", [(150, 210), (97, 131), (60, 300)])
+def test_train_transform_equals_scale_crops_flip_in_turn_bit_for_bit(size):
+    """The fast path computes rescaled pixels only inside the crops; they must be the very same."""
+    height, width = size
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1))
+    clean = torch.rand(3, height, width, generator=torch.Generator().manual_seed(2))
+    points = torch.rand(40, 2, generator=torch.Generator().manual_seed(3)) * torch.tensor([width, height])
+    transform = TrainTransform(64, num_crops=4)
+    for seed in range(12):
+        fast = transform(image, points, clean, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        scaled = transform.scale(image, points, clean, generator)
+        slow = transform.flip(*transform.crops(*scaled, generator), generator)
+        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[2], slow[2])
+        assert all(torch.equal(a, b) for a, b in zip(fast[1], slow[1]))
+
+
+def test_resizing_does_not_depend_on_the_number_of_threads():
+    image = torch.rand(2, 3, 97, 131, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = BilinearResize((97, 131), (150, 200))(image)
+        torch.set_num_threads(max(2, threads))
+        many = BilinearResize((97, 131), (150, 200))(image)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+    reference = torch.nn.functional.interpolate(image, size=(150, 200), mode="bilinear", align_corners=False)
+    assert (one - reference).abs().max() < 1e-4
+    assert torch.equal(BilinearResize((97, 131), (150, 200))(image, 10, 20, 64, 64), one[..., 10:74, 20:84])

@@ -6,15 +6,12 @@ loading rate and training step cost. Prints one table per section, then the mach
 
 Sections (``--only``, comma separated):
 
-- ``inference``: images/s of (a) an eager fp32 network that computes what upstream computes (this
-  project's network plus the dead upstream FPN branches ``P5_2``, ``P3_1``, ``P3_2``), (b) exact
-  mode as ``run_test.py`` runs it (``prepare_inference(amp=False)``: fp32, BatchNorm folded,
-  channels-last), (c) fast mode (``--amp``) and (d) the plain ``PointCounter`` as training uses it,
-  on the same padded image in the same process, runs interleaved; FLOPs, counts and largest
-  deviations from (a) of each.
+- ``inference``: images/s of (a) an eager fp32 network computing what upstream computes (dead FPN
+  branches included), (b) exact mode as ``run_test.py`` runs it, (c) fast mode (``--amp``) and (d) the
+  plain ``PointCounter``, on the same padded image, runs interleaved; FLOPs, counts, deviations from (a).
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
-- ``training``: time of one training step for 1, 2 and 4 images x ``--num_crops`` crops.
+- ``training``: one training step in fp32 and with ``--amp`` for 1, 2 and 8 images x ``--num_crops`` crops.
 Timings are medians; nothing here is used by the tests.
 """
 import argparse
@@ -24,7 +21,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +40,7 @@ from models.backbone import STAGE_CHANNELS  # noqa: E402
 from models.inference_model import autocast_dtype, cpu_has_native_bf16, prepare_inference  # noqa: E402
 from models.inference import forward_padded, pad_image, select_points  # noqa: E402
 from models.network import FEATURE_STRIDE  # noqa: E402
+from engine import compute_losses  # noqa: E402
 from util.misc import collate_crops  # noqa: E402
 
 SECTIONS = ("inference", "irm", "loader", "training")
@@ -53,6 +50,7 @@ IRM_MAX_PARAMETERS = 2_000_000
 IRM_MAX_EXTRA_TRAINING_FLOPS = 0.15
 EXACT_MIN_SPEEDUP, FAST_MIN_SPEEDUP = 1.1, 2.0
 PARITY_LOGITS, PARITY_POINTS_PX = 1e-4, 1e-3
+AMP_MIN_TRAINING_SPEEDUP = 2.5
 
 
 def timed(fn, device: torch.device) -> float:
@@ -242,29 +240,28 @@ def bench_irm(args, device: torch.device) -> None:
 
 
 def training_dataset(args):
-    options = SimpleNamespace(dataset_file=args.dataset, data_root=args.data_root, cache_dir=args.cache_dir,
-                              num_crops=args.num_crops, crop_size=args.crop_size, restoration=True, seed=0)
-    return build_dataset(options, "train")
+    return build_dataset(args.dataset, "train", data_root=args.data_root, cache_dir=args.cache_dir,
+                         num_crops=args.num_crops, crop_size=args.crop_size, use_clean=True, seed=0)
 
 
 class TrainingStep:
-    """One optimisation step of the counter with the restoration module, with the real losses, in
-    two timed parts: ``compute`` (forward, losses, backward), whose cost depends on the batch, and
-    ``update`` (Adam, as train.py), whose cost depends only on the number of parameters."""
+    """One optimisation step of the counter with the restoration module, as ``train.py`` runs it
+    (channels-last, autocast to ``dtype``, real losses), in two timed parts: ``compute`` (forward,
+    losses, backward), whose cost depends on the batch, and ``update`` (Adam), a fixed cost."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, dtype=torch.float32):
         torch.manual_seed(0)
-        self.device = device
-        self.model = PointCounter(ModelSettings(restoration=True)).train().to(device)
+        self.device, self.dtype = device, dtype
+        self.model = PointCounter(ModelSettings(restoration=True)).train().to(device, memory_format=torch.channels_last)
         self.criterion = SetCriterion(HungarianMatcher())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5, weight_decay=1e-4)
 
     def compute(self, images: torch.Tensor, targets: list) -> None:
-        images = images.to(self.device)
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         targets = [{key: value.to(self.device) if torch.is_tensor(value) else value for key, value in target.items()}
                    for target in targets]
         self.optimizer.zero_grad(set_to_none=True)
-        self.criterion.total(self.criterion(self.model(images), targets)).backward()
+        self.criterion.total(compute_losses(self.model, self.criterion, images, targets, self.dtype)).backward()
 
     def update(self) -> None:
         self.optimizer.step()
@@ -307,10 +304,10 @@ def bench_loader(args, device: torch.device) -> None:
         rate = loader_rate(dataset, args.batch_size, args.num_crops, workers, args.loader_batches)
         rows.append([f"DataLoader, num_workers={workers}", f"{rate:.1f}", f"{rate * args.num_crops:.1f}"])
     images, targets = collate_crops([dataset[index] for index in range(args.batch_size)])
-    step = TrainingStep(device)
+    step = TrainingStep(device, autocast_dtype(device))
     seconds = sum(step.median_seconds(images, targets, args.train_runs))
     consumed = args.batch_size / seconds
-    rows.append([f"training step on {device.type} ({1000 * seconds:.0f} ms)", f"{consumed:.1f}",
+    rows.append([f"--amp training step on {device.type} ({1000 * seconds:.0f} ms)", f"{consumed:.1f}",
                  f"{consumed * args.num_crops:.1f}"])
     print_table(f"loader: {args.dataset}, {len(dataset)} images, batch {args.batch_size} images x "
                 f"{args.num_crops} crops of {images.shape[-1]}, {args.loader_batches} batches",
@@ -322,22 +319,24 @@ def bench_loader(args, device: torch.device) -> None:
 
 def bench_training(args, device: torch.device) -> None:
     dataset = training_dataset(args)
-    step = TrainingStep(device)
-    rows, first = [], None
-    for images_per_batch in (1, 2, 4):
-        images, targets = collate_crops([dataset[index] for index in range(images_per_batch)])
-        compute, update = step.median_seconds(images, targets, args.train_runs)
+    amp_dtype = autocast_dtype(device)
+    steps = {"fp32": TrainingStep(device), "amp": TrainingStep(device, amp_dtype)}
+    rows, first, speedups = [], None, []
+    for images_per_batch in (1, 2, 8):
+        images, targets = collate_crops([dataset[index % len(dataset)] for index in range(images_per_batch)])
+        (fp32, update), (amp, _) = (step.median_seconds(images, targets, args.train_runs) for step in steps.values())
         crops = images.shape[0]
-        first = first or (crops, compute)
-        rows.append([f"{images_per_batch} x {args.num_crops}", crops, f"{1000 * compute:.0f}",
-                     f"{1000 * compute / crops:.1f}", f"{crops / first[0]:.0f}x", f"{compute / first[1]:.2f}x",
-                     f"{1000 * update:.0f}"])
-    print_table(f"training: one step with the restoration module and the real losses, median of {args.train_runs}",
-                ["images x crops", "crops", "forward+losses+backward ms", "ms/crop", "crops vs first",
-                 "time vs first", "Adam update ms"], rows)
-    growth = (compute / crops) / (first[1] / first[0])
-    print(f"cost per crop at {crops} crops is {growth:.2f}x that at {first[0]} crops (1.00 = exactly linear); "
-          "the Adam update is a fixed cost per step.")
+        first = first or (crops, amp)
+        speedups.append((fp32 + update) / (amp + update))
+        rows.append([f"{images_per_batch} x {args.num_crops}", crops, f"{1000 * fp32:.0f}", f"{1000 * amp:.0f}",
+                     f"{1000 * update:.0f}", f"{speedups[-1]:.2f}x", f"{1000 * amp / crops:.1f}",
+                     f"{(amp / crops) / (first[1] / first[0]):.2f}x"])
+    print_table(f"training: one step with the restoration module and the real losses, median of {args.train_runs}; "
+                f"amp = {str(amp_dtype).replace('torch.', '')} autocast (train.py --amp)",
+                ["images x crops", "crops", "fp32 fwd+loss+bwd ms", "amp fwd+loss+bwd ms", "Adam ms",
+                 "step speed-up amp", "amp ms/crop", "amp ms/crop vs first"], rows)
+    print(f"--amp step >= {AMP_MIN_TRAINING_SPEEDUP}x fp32 at {rows[-1][1]} crops: {speedups[-1]:.2f}x "
+          f"{verdict(speedups[-1] >= AMP_MIN_TRAINING_SPEEDUP)}; ms/crop vs first 1.00 = exactly linear in crops")
 
 
 def print_machine(device: torch.device) -> None:

@@ -39,6 +39,12 @@ def _add_runtime_arguments(parser, script):
         group.add_argument("--amp", action="store_true",
                            help="fast mode: bf16 autocast on CPUs that support it, bf16/fp16 on CUDA (several times "
                                 "faster; counts may differ slightly from the exact fp32 default)")
+    else:
+        group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                           help="mixed-precision training: bf16 autocast on CUDA (fp16 with loss scaling on GPUs "
+                                "without bf16) and on CPUs with native bf16 (elsewhere fp32, with a notice); "
+                                "matching, losses and optimizer state stay fp32. Default: off for a new run, as "
+                                "stored in the checkpoint for a resumed one")
 
 
 def _add_data_arguments(parser, script):
@@ -58,9 +64,10 @@ def _add_data_arguments(parser, script):
 
 def _add_training_arguments(parser):
     group = parser.add_argument_group("restoration module")
-    group.add_argument("--restoration", action=argparse.BooleanOptionalAction, default=True,
-                       help="attach the train-only image restoration module (needs clean HR/ pairs; "
-                            "datasets without them train without it)")
+    group.add_argument("--restoration", action=argparse.BooleanOptionalAction, default=None,
+                       help="train with the train-only image restoration module, which needs a clean HR/ pair for "
+                            "every training image. Default: on when every training image has one, else off (with a "
+                            "line saying so); a resumed run keeps the checkpoint's setting")
     group.add_argument("--sr_loss_coef", type=float, default=10.0, help="weight of the restoration loss")
     group.add_argument("--sr_loss", choices=["mse", "l1"], default="mse", help="restoration loss")
 
@@ -91,7 +98,13 @@ def _add_training_arguments(parser):
                        help="where latest.pth, best_mae.pth, log.txt and tensorboard logs go "
                             "(default: runs/<dataset_file>)")
     group.add_argument("--eval_freq", type=int, default=5, help="evaluate on the test split every N epochs")
-    group.add_argument("--resume", default=None, help="continue exactly from this checkpoint (e.g. latest.pth)")
+    group.add_argument("--resume", default=None,
+                       help="continue exactly from a training checkpoint (a latest.pth), or 'auto': from "
+                            "<output_dir>/latest.pth when it exists, else start afresh (for job schedulers that "
+                            "rerun the same command)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start a new run in an --output_dir that holds an earlier one, deleting its latest.pth, "
+                            "best_mae.pth, log.txt and tensorboard/ (without it, such a folder stops train.py)")
     group.add_argument("--vis_images", type=int, default=2,
                        help="restored test images logged to tensorboard at each evaluation")
 
@@ -127,3 +140,18 @@ def build_parser(script: str) -> argparse.ArgumentParser:
                            help="with --input and a checkpoint that carries the restoration module: also write "
                                 "restored/<stem>.jpg, the scene as the model sees it without the weather")
     return parser
+
+
+def dataset_options(args, split: str) -> dict:
+    """Keyword arguments of ``crowd_datasets.build_dataset`` for ``split`` from parsed arguments (the
+    restoration decision, ``use_clean``, is the caller's)."""
+    options = {"data_root": args.data_root, "list_path": getattr(args, f"{split}_list")}
+    if split == "train":
+        options.update(crop_size=args.crop_size, num_crops=args.num_crops, seed=args.seed)
+    return options
+
+
+def criterion_options(args) -> dict:
+    """Keyword arguments of ``models.build_criterion`` from parsed training arguments."""
+    return {name: getattr(args, name) for name in
+            ("set_cost_class", "set_cost_point", "eos_coef", "point_loss_coef", "sr_loss_coef", "sr_loss")}

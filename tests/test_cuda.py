@@ -1,0 +1,55 @@
+"""On a CUDA machine: training with and without --amp, torchrun with NCCL, and the exact forward pass
+against the reference outputs. Every test here skips where PyTorch sees no CUDA device."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from models import Counter
+from models.inference import forward_padded
+from crowd_datasets.image_io import read_rgb, to_tensor
+from helpers import REFERENCE, REFERENCE_CHECKPOINT, REAL_SAMPLES, ROOT
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DEMO_EPOCH = ["--dataset_file", "Demo_Hazy", "--backbone_weights", "none", "--device", "cuda", "--epochs", "1",
+              "--eval_freq", "1"]
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_one_demo_epoch_on_cuda(tmp_path, amp, capsys):
+    output = tmp_path / "run"
+    assert train.main(DEMO_EPOCH + ["--output_dir", str(output)] + (["--amp"] if amp else [])) == 0
+    expected = str(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else "torch.float32"
+    assert f"on cuda:0, {expected.replace('torch.', '')}," in capsys.readouterr().out
+    content = torch.load(output / "latest.pth", weights_only=True)
+    assert content["amp"] is amp
+    assert all(torch.isfinite(value).all() for value in content["model"].values() if value.is_floating_point())
+
+
+def test_one_process_torchrun_with_nccl(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               str(ROOT / "train.py")] + DEMO_EPOCH + ["--output_dir", str(tmp_path / "run"), "--amp"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT,
+                              env=dict(os.environ, TORCH_DISTRIBUTED_DEBUG="INFO"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "1 process(es) on cuda:0" in finished.stdout
+    assert (tmp_path / "run" / "latest.pth").is_file() and (tmp_path / "run" / "best_mae.pth").is_file()
+
+
+def test_exact_forward_on_cuda_matches_the_reference_outputs():
+    counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cuda", log=lambda message: None)
+    reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
+    outputs = forward_padded(counter.model, to_tensor(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg")))
+    logits = outputs["pred_logits"].cpu()
+    points = outputs["pred_points"].cpu()
+    assert (logits - torch.from_numpy(reference["pred_logits"])).abs().max() <= 1e-4
+    assert (points - torch.from_numpy(reference["pred_points"])).abs().max() <= 1e-3
+    scores = torch.softmax(torch.from_numpy(reference["pred_logits"]), -1)[:, 1]
+    decisive = (scores - 0.5).abs() > 1e-4
+    ours = torch.softmax(logits, -1)[:, 1] > 0.5
+    assert torch.equal(ours[decisive], (scores > 0.5)[decisive])
