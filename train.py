@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 8 train.py --dataset_file Hazy_SHTA --data_root /data/dehaze --output_dir runs/shta
 """
 import json
+import os
 import random
 import shutil
 import sys
@@ -94,6 +95,11 @@ def resolve_resume(resume, output_dir: Path, overwrite: bool):
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"--output_dir {output_dir} is a file; expected a folder (new or holding a run)")
+    existing = next(folder for folder in (output_dir, *output_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise RunFolderError(f"--output_dir {output_dir} lies under {existing}, which is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"--output_dir {output_dir}: {existing} is not writable")
     present = [name for name in RUN_FILES if (output_dir / name).exists()]
     if resume == "auto":
         if (output_dir / "latest.pth").is_file():
@@ -200,6 +206,10 @@ def main(argv=None) -> int:
         if isinstance(error, NonFiniteLossError):
             print(f"training stopped; the last good checkpoint is {output_dir / 'latest.pth'}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {output_dir / 'latest.pth'} holds the last finished epoch (if any): continue with "
+              f"the same command and --resume auto", file=sys.stderr)
+        return 130
     finally:
         cleanup()
 

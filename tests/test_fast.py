@@ -134,3 +134,15 @@ def test_fast_mode_on_reference_checkpoint_is_close_to_exact_mode(reference_run)
     assert exact_count > 100
     assert abs(fast_count - exact_count) <= int((~decisive).sum())
     assert abs(fast_count - exact_count) <= 0.1 * exact_count
+
+
+def test_exact_mode_keeps_cudnn_from_tf32_only_inside_its_block_and_restores_the_setting():
+    from models.inference_model import ieee_fp32_convolutions
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with pytest.raises(KeyError):
+        with ieee_fp32_convolutions():
+            assert conv.fp32_precision == "ieee"
+            raise KeyError("an error inside the block")
+    assert conv.fp32_precision == before

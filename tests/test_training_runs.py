@@ -187,3 +187,38 @@ def test_amp_trains_in_reduced_precision_with_fp32_losses_and_is_kept_on_resume(
     content = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
     assert content["amp"] is True and content["epoch"] == 1
     assert all(torch.isfinite(value).all() for value in content["model"].values() if value.is_floating_point())
+
+
+def test_output_dir_under_a_file_and_ctrl_c_give_one_line_each(tmp_path, monkeypatch, capsys):
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0", "--epochs", "2"]
+    (tmp_path / "file").write_text("")
+    assert train.main(data + ["--output_dir", str(tmp_path / "file" / "run")]) == 1
+    assert f"lies under {tmp_path / 'file'}, which is a file" in capsys.readouterr().err
+    real_epoch = train.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[5] == 1:  # the epoch
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    assert train.main(data + ["--output_dir", str(tmp_path / "run")]) == 130
+    assert "--resume auto" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["epoch"] == 0
+
+
+def test_fp16_training_scales_the_loss_and_resumes_the_scaler(tmp_path, monkeypatch, capsys):
+    """The path GPUs without bf16 take (fp16 autocast with a GradScaler), exercised on the CPU."""
+    monkeypatch.setattr(train, "autocast_dtype", lambda device: torch.float16)
+    # fp16 convolutions are emulated on a CPU, hence the smallest crops.
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0", "--amp",
+                                                                               "--crop_size", "32", "--num_crops", "1"]
+    run = str(tmp_path / "run")
+    assert train.main(data + ["--epochs", "1", "--output_dir", run]) == 0
+    assert "float16" in capsys.readouterr().out
+    first = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
+    assert first["scaler"]["scale"] > 0
+    assert train.main(data + ["--epochs", "2", "--output_dir", run, "--resume", "auto"]) == 0
+    second = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
+    assert second["epoch"] == 1 and "scaler" in second
+    assert all(torch.isfinite(value).all() for value in second["model"].values() if value.is_floating_point())

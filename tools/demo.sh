@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The whole job on the embedded demo data, on 2 CPU cores in about 6 minutes: set up a virtual
+# The whole job on the embedded demo data, on 2 CPU cores in about 8 minutes: set up a virtual
 # environment, train on Demo_Hazy (generated on first use), evaluate the best checkpoint on its test
 # split, and count the people in the pictures of assets/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest
+.venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest==9.2.0
 # From scratch (no ImageNet download), with a higher learning rate than P2PNet's that drops tenfold
-# after 8 epochs, so that a few minutes of CPU time learn to count.
-.venv/bin/python train.py --dataset_file Demo_Hazy --backbone_weights none --output_dir runs/demo \
-    --epochs 12 --eval_freq 2 --lr_drop 8 --batch_size 4 --num_crops 2 --lr 5e-4 --lr_backbone 5e-4
+# later on, so that a few minutes of CPU time learn to count. Where bf16 runs natively (CUDA, CPUs
+# with AVX512-BF16/AMX) --amp makes a step ~3x cheaper, and the time saved goes into more epochs.
+if .venv/bin/python -c "import sys, torch; from models.inference_model import autocast_dtype
+sys.exit(autocast_dtype('cuda' if torch.cuda.is_available() else 'cpu') == torch.float32)"; then
+    schedule=(--amp --epochs 32 --lr_drop 20 --eval_freq 4)
+else
+    schedule=(--epochs 12 --lr_drop 8 --eval_freq 2)
+fi
+.venv/bin/python train.py --dataset_file Demo_Hazy --backbone_weights none --output_dir runs/demo --resume auto \
+    "${schedule[@]}" --batch_size 4 --num_crops 2 --lr 5e-4 --lr_backbone 5e-4
 .venv/bin/python run_test.py --dataset_file Demo_Hazy --weight_path runs/demo/best_mae.pth --output_dir runs/demo/eval
 .venv/bin/python run_test.py --weight_path runs/demo/best_mae.pth --input assets/demo --output_dir runs/demo/counted \
     --save_restored
