@@ -91,7 +91,8 @@ class VGG16BNBackbone(nn.Module):
                     continue
                 layer, _, rest = key[len("features."):].partition(".")
                 if layer.isdigit() and start <= int(layer) < stop:
-                    renamed[f"body{index}.{int(layer) - start}.{rest}"] = value.float() if value.is_floating_point() else value
+                    value = value.float() if value.is_floating_point() else value
+                    renamed[f"body{index}.{int(layer) - start}.{rest}"] = value
         expected = set(self.state_dict())
         missing = sorted(expected - set(renamed))
         if missing:

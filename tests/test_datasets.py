@@ -34,7 +34,8 @@ def upstream_root(tmp_path, folder="Hazy_JHU", split="test", annotations=None):
         annotation = tmp_path / "crowd_datasets" / folder / f"{split}_data" / f"{stem}.txt"
         annotation.parent.mkdir(parents=True, exist_ok=True)
         annotation.write_text(text)
-        lines.append(f"datasets/{folder}/{split}_data/images/{stem}.jpg crowd_datasets/{folder}/{split}_data/{stem}.txt")
+        image = f"datasets/{folder}/{split}_data/images/{stem}.jpg"
+        lines.append(f"{image} crowd_datasets/{folder}/{split}_data/{stem}.txt")
     (tmp_path / "crowd_datasets" / folder / f"{split}.list").write_text("\n".join(lines) + "\n")
     return tmp_path
 

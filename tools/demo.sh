@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest==9.2.0
+.venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest==9.2.0 ruff==0.17.6
 # From scratch (no ImageNet download), with a higher learning rate than P2PNet's that drops tenfold
 # later on, so that a few minutes of CPU time learn to count. Where bf16 runs natively (CUDA, CPUs
 # with AVX512-BF16/AMX) --amp makes a step ~3x cheaper, and the time saved goes into more epochs.
