@@ -17,7 +17,7 @@ from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
-from util.misc import collate_images
+from util.misc import collate_images, error_line
 from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                          f"({args.weight_path} has {'it' if counter.has_restoration else 'none'})")
         return count_images(counter, Path(args.input), output_dir, args.save_restored)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
 
 

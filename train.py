@@ -24,7 +24,7 @@ from models.inference import forward_padded
 from models.inference_model import autocast_dtype
 from util.distributed import cleanup, init_distributed
 from util.metrics import format_summary
-from util.misc import collate_crops, collate_images
+from util.misc import collate_crops, collate_images, error_line
 from util.options import build_parser, criterion_options, dataset_options
 
 
@@ -196,13 +196,13 @@ def main(argv=None) -> int:
         resume = resolve_resume(args.resume, output_dir, args.overwrite)
         state = init_distributed(resolve_device(args.device))
     except (RunFolderError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     say = print if state.is_main else (lambda *a, **k: None)
     try:
         return train(args, state, output_dir, resume, say)
     except (NonFiniteLossError, FileNotFoundError, ValueError, CheckpointError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, NonFiniteLossError):
             print(f"training stopped; the last good checkpoint is {output_dir / 'latest.pth'}", file=sys.stderr)
         return 1

@@ -37,6 +37,6 @@ def read_rgb(path) -> np.ndarray:
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 RGB -> float32 ``[3, H, W]`` in [0, 1] (the same values as torchvision's
     ``ToTensor``)."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an H x W x 3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise ValueError(f"expected a non-empty H x W x 3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)

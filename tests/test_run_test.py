@@ -118,3 +118,14 @@ def test_fast_mode_flag_counts_with_autocast(tmp_path, capsys):
     assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(image), "--amp"]) == 0
     assert capsys.readouterr().out.startswith("photo.png: ")
     assert fast(str(image))["points"].dtype == np.float32
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 0, 3), np.uint8), np.zeros((8, 0, 3), np.uint8),
+                                   np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32)])
+def test_counter_names_an_array_it_cannot_count(tmp_path, array):
+    from models import Counter
+
+    random_checkpoint(tmp_path / "model.pth")
+    counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu")
+    with pytest.raises(ValueError, match=r"non-empty H x W x 3 uint8 RGB array, got shape"):
+        counter(array)

@@ -17,7 +17,7 @@ from models.inference_model import autocast_dtype
 from util.distributed import DistributedState
 from util.misc import collate_crops
 from util.options import build_parser, criterion_options, dataset_options
-from helpers import ROOT, tiny_dataset
+from helpers import ROOT, random_checkpoint, tiny_dataset
 
 # Small and quick, but with the default --num_workers (2).
 SMALL = ["--backbone_weights", "none", "--crop_size", "64", "--batch_size", "2", "--num_crops", "2",
@@ -222,3 +222,24 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scaler(tmp_path, monkeypa
     second = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)
     assert second["epoch"] == 1 and "scaler" in second
     assert all(torch.isfinite(value).all() for value in second["model"].values() if value.is_floating_point())
+
+
+def test_bad_files_read_in_loader_workers_give_the_one_line_error_of_the_main_process(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    import run_test
+
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=2) + SMALL + ["--epochs", "1"]
+    cv2.imwrite(str(tmp_path / "data" / "train_data" / "HR" / "IMG_1.png"), np.zeros((10, 12, 3), np.uint8))
+    assert train.main(data + ["--output_dir", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: clean image ") and "must have the same size" in error
+    assert len(error.splitlines()) == 1, error
+    (tmp_path / "data" / "test_data" / "images" / "IMG_1.png").write_bytes(b"not an image")
+    checkpoint = tmp_path / "model.pth"
+    random_checkpoint(checkpoint)
+    assert run_test.main(["--dataset_file", "Custom", "--data_root", str(tmp_path / "data"), "--test_list",
+                          "test.list", "--weight_path", str(checkpoint)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "IMG_1.png" in error[0], error

@@ -12,3 +12,14 @@ def collate_crops(batch):
 def collate_images(batch):
     """Evaluation batch: whole images of different sizes stay a list -> ``([image [3, H, W]], [target])``."""
     return [image for image, _ in batch], [target for _, target in batch]
+
+
+def error_line(error: BaseException) -> str:
+    """The message of ``error`` for a one-line report. An error raised in a DataLoader worker reaches
+    the main process with the worker's whole traceback in its message; only the original message is
+    kept, so that a bad file reads the same with any ``--num_workers``."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.partition(": ")[2] or last
