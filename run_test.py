@@ -17,7 +17,7 @@ from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
-from util.misc import collate_images, error_line
+from util.misc import collate_images, error_line, run_script
 from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
 
@@ -134,4 +134,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

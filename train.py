@@ -24,7 +24,7 @@ from models.inference import forward_padded
 from models.inference_model import autocast_dtype
 from util.distributed import cleanup, init_distributed
 from util.metrics import format_summary
-from util.misc import collate_crops, collate_images, error_line
+from util.misc import collate_crops, collate_images, error_line, run_script
 from util.options import build_parser, criterion_options, dataset_options
 
 
@@ -312,4 +312,4 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

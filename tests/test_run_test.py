@@ -129,3 +129,19 @@ def test_counter_names_an_array_it_cannot_count(tmp_path, array):
     counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu")
     with pytest.raises(ValueError, match=r"non-empty H x W x 3 uint8 RGB array, got shape"):
         counter(array)
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    random_checkpoint(tmp_path / "model.pth")
+    for index in range(4):
+        cv2.imwrite(str(tmp_path / f"img{index}.png"), np.full((64, 80, 3), 40 * index, np.uint8))
+    command = (f"'{sys.executable}' run_test.py --weight_path '{tmp_path / 'model.pth'}' --input '{tmp_path}' "
+               "--device cpu 2> '{}' | head -1".format(tmp_path / "stderr.txt"))
+    finished = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert finished.stdout.count("\n") == 1
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()

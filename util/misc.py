@@ -1,4 +1,7 @@
-"""Batching helpers shared by training and evaluation."""
+"""Batching helpers shared by training and evaluation, and what the scripts share around their ``main``."""
+import os
+import sys
+
 import torch
 
 
@@ -23,3 +26,16 @@ def error_line(error: BaseException) -> str:
         return text
     last = text.rstrip().splitlines()[-1]
     return last.partition(": ")[2] or last
+
+
+def run_script(main) -> None:
+    """Exit with ``main()``'s code. Output piped into a program that stops reading early
+    (``run_test.py … | head``) ends the script quietly instead of with a ``BrokenPipeError`` traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
