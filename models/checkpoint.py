@@ -115,11 +115,15 @@ def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **ext
     """Write ``{"format", "settings", "model", **extra}`` to ``path`` atomically.
 
     The file is written to a temporary sibling and renamed over ``path``, so a crash midway leaves any
-    previous file at ``path`` intact. ``extra`` holds plain data and tensors only (optimizer state,
-    epoch, metrics, RNG states) so the file loads with ``weights_only=True``.
+    previous file at ``path`` intact; temporaries left by a killed writer are removed. ``extra`` holds
+    plain data and tensors only (optimizer state, epoch, metrics, RNG states) so the file loads with
+    ``weights_only=True``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed midway (SIGKILL, power loss) cannot remove its temporary file; the next write does.
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     content = {"format": FORMAT, "settings": settings.to_dict(), "model": model.state_dict(), **extra}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

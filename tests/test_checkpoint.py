@@ -140,3 +140,10 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, PointCounter(), ModelSettings())
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["latest.pth"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
+    (tmp_path / ".latest.pth.x1y2.tmp").write_bytes(b"left by a writer killed with SIGKILL")
+    (tmp_path / ".best_mae.pth.x1y2.tmp").write_bytes(b"another file's temporary, not touched")
+    random_checkpoint(tmp_path / "latest.pth")
+    assert sorted(os.listdir(tmp_path)) == [".best_mae.pth.x1y2.tmp", "latest.pth"]
