@@ -17,7 +17,7 @@ from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
-from util.misc import collate_images, error_line, run_script
+from util.misc import check_output_dir, collate_images, error_line, run_script
 from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
 
@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     if (args.input is None) == (args.dataset_file is None):
         parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
     try:
+        if args.output_dir:
+            check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
         counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
                                           input_norm=args.input_norm, amp=args.amp)
         output_dir = Path(args.output_dir) if args.output_dir else None

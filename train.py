@@ -4,7 +4,6 @@
     torchrun --nproc_per_node 8 train.py --dataset_file Hazy_SHTA --data_root /data/dehaze --output_dir runs/shta
 """
 import json
-import os
 import random
 import shutil
 import sys
@@ -24,7 +23,7 @@ from models.inference import forward_padded
 from models.inference_model import autocast_dtype
 from util.distributed import cleanup, init_distributed
 from util.metrics import format_summary
-from util.misc import collate_crops, collate_images, error_line, run_script
+from util.misc import check_output_dir, collate_crops, collate_images, error_line, run_script
 from util.options import build_parser, criterion_options, dataset_options
 
 
@@ -91,15 +90,10 @@ def resolve_resume(resume, output_dir: Path, overwrite: bool):
     ``resume`` is ``None``, a path, or ``"auto"`` (``output_dir/latest.pth`` when it exists, else a new
     run; a folder whose run never finished an epoch, without checkpoints, may then be reused).
     A new run into a folder holding a run needs ``overwrite``, and so does continuing a run from a
-    checkpoint outside ``output_dir`` into such a folder. Raises ``RunFolderError``.
+    checkpoint outside ``output_dir`` into such a folder. Raises ``RunFolderError``, or ``ValueError``
+    for a folder that cannot be written (see ``util.misc.check_output_dir``).
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise RunFolderError(f"--output_dir {output_dir} is a file; expected a folder (new or holding a run)")
-    existing = next(folder for folder in (output_dir, *output_dir.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise RunFolderError(f"--output_dir {output_dir} lies under {existing}, which is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunFolderError(f"--output_dir {output_dir}: {existing} is not writable")
+    check_output_dir(output_dir, ("tensorboard",))
     present = [name for name in RUN_FILES if (output_dir / name).exists()]
     if resume == "auto":
         if (output_dir / "latest.pth").is_file():
@@ -195,7 +189,7 @@ def main(argv=None) -> int:
         # Before anything else, on every process: a run that would replace another's files never starts.
         resume = resolve_resume(args.resume, output_dir, args.overwrite)
         state = init_distributed(resolve_device(args.device))
-    except (RunFolderError, RuntimeError) as error:
+    except (ValueError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     say = print if state.is_main else (lambda *a, **k: None)

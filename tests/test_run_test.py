@@ -145,3 +145,19 @@ def test_output_piped_into_head_ends_without_a_traceback(tmp_path):
     finished = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert finished.stdout.count("\n") == 1
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def test_output_dir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "file").write_text("")
+    (tmp_path / "out" / "vis").parent.mkdir()
+    (tmp_path / "out" / "vis").write_text("a file where a folder goes")
+    cases = {tmp_path / "file": "is a file", tmp_path / "file" / "sub": "lies under",
+             tmp_path / "out": "vis is a file"}
+    for output_dir, message in cases.items():
+        assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(tmp_path / "a.png"),
+                              "--output_dir", str(output_dir)]) == 1
+        captured = capsys.readouterr()
+        assert message in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+        assert captured.out == "", "nothing is counted before the output folder is known to work"

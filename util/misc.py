@@ -1,6 +1,7 @@
 """Batching helpers shared by training and evaluation, and what the scripts share around their ``main``."""
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -39,3 +40,20 @@ def run_script(main) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
     sys.exit(code)
+
+
+def check_output_dir(path: Path, subfolders=()) -> None:
+    """Raise ``ValueError`` with one line when ``path`` cannot become the ``--output_dir``: it is a
+    file, lies under a file, or it (or the nearest folder that exists above it, or one of its
+    ``subfolders`` that exists) is not a writable folder. Scripts call this before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {path} is a file; expected a folder")
+    existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--output_dir {path} lies under {existing}, which is a file, not a folder")
+    for folder in (existing, *(path / name for name in subfolders if (path / name).exists())):
+        if not folder.is_dir():
+            raise ValueError(f"--output_dir {path}: {folder} is a file; expected a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"--output_dir {path}: {folder} is not writable")
