@@ -25,18 +25,40 @@ EXIT_SKIPPED = 3
 
 
 def list_inputs(path: Path) -> list:
-    """An image file, or the non-hidden files of a folder (sorted by name)."""
+    """An image file, or the non-hidden entries of a folder (sorted by name; sub-folders and broken
+    links too, so that they are reported as skipped rather than passed over)."""
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return sorted(p for p in path.iterdir() if not p.name.startswith("."))
     raise FileNotFoundError(f"--input {path}: no such file or folder (expected an image or a folder of images)")
 
 
 def output_stems(files: list) -> dict:
-    """File -> output name; files sharing a stem (``a.jpg``, ``a.png``) keep their suffix in it."""
+    """File -> output name, unique among ``files``: the stem; files sharing a stem (``a.jpg``,
+    ``a.png``) keep their suffix in it (``a_jpg``), and a name still taken (by ``a_jpg.png``) gets a
+    counter (``a_jpg_2``), so that no picture's outputs overwrite another's."""
     stems = [f.stem for f in files]
-    return {f: f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files}
+    names, used = {}, set()
+    for f in files:
+        name = f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}"
+        candidate, number = name, 2
+        while candidate in used:
+            candidate, number = f"{name}_{number}", number + 1
+        used.add(candidate)
+        names[f] = candidate
+    return names
+
+
+def skip_reason(path: Path):
+    """Why ``path`` from ``--input`` is not counted, or ``None`` for an image file to decode."""
+    if path.is_dir():
+        return "a folder (sub-folders are not searched)"
+    if not path.exists():
+        return "a broken link" if path.is_symlink() else "no such file"
+    if not is_image_file(path):
+        return f"not an image file (suffix {path.suffix or 'none'})"
+    return None
 
 
 def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False) -> int:
@@ -56,9 +78,10 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     started = time.perf_counter()
     try:
         for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
-            if not is_image_file(path):
+            reason = skip_reason(path)
+            if reason is not None:
                 skipped.append(path)
-                tqdm.write(f"skipped {path.name}: not an image file (suffix {path.suffix or 'none'})", file=sys.stderr)
+                tqdm.write(f"skipped {path.name}: {reason}", file=sys.stderr)
                 continue
             try:
                 rgb = read_rgb(path)

@@ -161,3 +161,23 @@ def test_output_dir_that_cannot_be_written_is_one_line_before_any_work(tmp_path,
         captured = capsys.readouterr()
         assert message in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
         assert captured.out == "", "nothing is counted before the output folder is known to work"
+
+
+def test_every_picture_gets_its_own_outputs_and_folders_and_broken_links_are_named(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    pictures = tmp_path / "pictures"
+    for index, name in enumerate(["a.jpg", "a.png", "a_jpg.png"]):
+        pictures.mkdir(exist_ok=True)
+        cv2.imwrite(str(pictures / name), np.full((48, 64, 3), 60 * index, np.uint8))
+    (pictures / "holiday").mkdir()
+    (pictures / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "out"
+    assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures),
+                          "--output_dir", str(out)]) == run_test.EXIT_SKIPPED
+    err = capsys.readouterr().err
+    assert "skipped holiday: a folder (sub-folders are not searched)" in err
+    assert "skipped gone.jpg: a broken link" in err
+    assert sorted(p.name for p in (out / "vis").iterdir()) == ["a_jpg.jpg", "a_jpg_2.jpg", "a_png.jpg"]
+    assert len(list((out / "points").iterdir())) == 3
+    with open(out / "counts.csv") as file:
+        assert [row["image"] for row in csv.DictReader(file)] == ["a.jpg", "a.png", "a_jpg.png"]
