@@ -12,7 +12,7 @@ from tqdm import tqdm
 from torch.utils.data import DataLoader
 
 from crowd_datasets import build_dataset
-from crowd_datasets.image_io import ImageReadError, is_image_file, read_rgb
+from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb
 from engine import evaluate
 from models import Counter
 from models.checkpoint import CheckpointError
@@ -81,24 +81,24 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
             reason = skip_reason(path)
             if reason is not None:
                 skipped.append(path)
-                tqdm.write(f"skipped {path.name}: {reason}", file=sys.stderr)
+                tqdm.write(f"skipped {printable(path.name)}: {reason}", file=sys.stderr)
                 continue
             try:
                 rgb = read_rgb(path)
             except ImageReadError:
                 skipped.append(path)
-                tqdm.write(f"skipped {path.name}: not a readable image", file=sys.stderr)
+                tqdm.write(f"skipped {printable(path.name)}: not a readable image", file=sys.stderr)
                 continue
             result = counter.predict(rgb, restore=save_restored)
-            rows.append((path.name, result["count"]))
-            tqdm.write(f"{path.name}: {result['count']}")
+            rows.append((printable(path.name), result["count"]))
+            tqdm.write(f"{printable(path.name)}: {result['count']}")
             if output_dir is not None:
                 stem = stems[path]
                 write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
                 write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
                 if save_restored:
                     write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
-                counts_csv.writerow([path.name, result["count"]])
+                counts_csv.writerow([printable(path.name), result["count"]])
                 counts_file.flush()
     finally:
         if counts_file is not None:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .annotations import points_outside, read_points
-from .image_io import IMAGE_SUFFIXES, is_image_file, read_rgb, to_tensor
+from .image_io import IMAGE_SUFFIXES, is_image_file, printable, read_rgb, to_tensor
 from .registry import annotation_candidates
 
 
@@ -74,7 +74,7 @@ def make_target(points: torch.Tensor, image_id: str) -> dict:
 def unique_ids(samples: list) -> list:
     """The file stem of each image, or its path without suffix where two images share a stem."""
     stems = [sample.image.stem for sample in samples]
-    return [stem if stems.count(stem) == 1 else str(sample.image.with_suffix(""))
+    return [printable(stem if stems.count(stem) == 1 else sample.image.with_suffix(""))
             for stem, sample in zip(stems, samples)]
 
 

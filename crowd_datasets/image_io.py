@@ -21,17 +21,26 @@ class ImageReadError(ValueError):
 def read_rgb(path) -> np.ndarray:
     """Decode an image file to ``H x W x 3`` uint8 RGB.
 
-    Uses ``cv2.imread(path, cv2.IMREAD_COLOR)`` as upstream does: an alpha channel is dropped (not
+    Decodes as ``cv2.imread(path, cv2.IMREAD_COLOR)`` does, as upstream: an alpha channel is dropped (not
     blended), grey images are expanded to three channels, 16-bit images are scaled to 8 bits, and the
     file's content decides the format, not its suffix (real datasets hold PNGs named ``.jpg``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        raise FileNotFoundError(f"image not found: {printable(path)}")
+    # Decoded from the file's bytes (the same decoder, EXIF orientation included): OpenCV's own path
+    # handling crashes the process on file names that are not valid UTF-8, as in old zip archives.
+    data = np.fromfile(path, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+        raise ImageReadError(f"{printable(path)}: not a readable image (OpenCV could not decode it)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def printable(path) -> str:
+    """``path`` as text that can always be printed or written: bytes of a file name that are not
+    valid UTF-8 (kept by Python as surrogates) appear as ``\\xe9`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -181,3 +181,29 @@ def test_every_picture_gets_its_own_outputs_and_folders_and_broken_links_are_nam
     assert len(list((out / "points").iterdir())) == 3
     with open(out / "counts.csv") as file:
         assert [row["image"] for row in csv.DictReader(file)] == ["a.jpg", "a.png", "a_jpg.png"]
+
+
+def test_a_file_name_that_is_not_utf8_is_counted_printed_and_written(tmp_path):
+    """Old zip archives hold Latin-1 names; OpenCV's path handling crashed the process on them."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    random_checkpoint(tmp_path / "model.pth")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    cv2.imwrite(str(pictures / "plain.png"), np.full((48, 64, 3), 90, np.uint8))
+    cv2.imwrite(str(pictures / "tmp.png"), np.full((48, 64, 3), 30, np.uint8))
+    os.rename(os.fsencode(pictures / "tmp.png"), os.fsencode(pictures) + b"/caf\xe9.png")
+    out = tmp_path / "out"
+    finished = subprocess.run([sys.executable, "run_test.py", "--weight_path", str(tmp_path / "model.pth"),
+                               "--input", str(pictures), "--output_dir", str(out), "--device", "cpu"],
+                              capture_output=True, cwd=ROOT, timeout=120)
+    assert finished.returncode == 0, finished.stderr.decode(errors="replace")[-2000:]
+    assert b"caf\\xe9.png: " in finished.stdout and b"plain.png: " in finished.stdout
+    with open(out / "counts.csv", encoding="utf-8") as file:
+        assert [row["image"] for row in csv.DictReader(file)] == ["caf\\xe9.png", "plain.png"]
+    assert len(os.listdir(out / "vis")) == len(os.listdir(out / "points")) == 2
+    assert read_rgb(pictures / os.fsdecode(b"caf\xe9.png")).shape == (48, 64, 3)

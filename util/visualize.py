@@ -22,5 +22,8 @@ def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-        raise OSError(f"could not write image {path}")
+    # Encoded in memory and written by Python: OpenCV's path handling fails on names that are not UTF-8.
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"could not encode image {path}")
+    encoded.tofile(path)
