@@ -84,10 +84,10 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
                 tqdm.write(f"skipped {printable(path.name)}: {reason}", file=sys.stderr)
                 continue
             try:
-                rgb = read_rgb(path)
-            except ImageReadError:
+                rgb = read_rgb(path, counter.max_pixels)
+            except ImageReadError as error:
                 skipped.append(path)
-                tqdm.write(f"skipped {printable(path.name)}: not a readable image", file=sys.stderr)
+                tqdm.write(f"skipped {printable(path.name)}: {error.reason}", file=sys.stderr)
                 continue
             result = counter.predict(rgb, restore=save_restored)
             rows.append((printable(path.name), result["count"]))
@@ -137,13 +137,16 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
 def main(argv=None) -> int:
     parser = build_parser("test")
     args = parser.parse_args(argv)
+    if args.max_megapixels <= 0:
+        parser.error(f"--max_megapixels must be positive, got {args.max_megapixels}")
     if (args.input is None) == (args.dataset_file is None):
         parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
     try:
         if args.output_dir:
             check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
         counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
-                                          input_norm=args.input_norm, amp=args.amp)
+                                          input_norm=args.input_norm, amp=args.amp,
+                                          max_pixels=int(args.max_megapixels * 1e6))
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)

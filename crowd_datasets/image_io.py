@@ -1,4 +1,6 @@
 """Image decoding shared by datasets and inference: RGB exactly as OpenCV decodes it."""
+import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -15,11 +17,37 @@ def is_image_file(path) -> bool:
 
 
 class ImageReadError(ValueError):
-    """A file that exists but cannot be decoded as an image; the message names it."""
+    """A file that exists but is not decoded as an image: ``reason`` says why, the message also names it."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{printable(path)}: {reason}")
+        self.reason = reason
 
 
-def read_rgb(path) -> np.ndarray:
-    """Decode an image file to ``H x W x 3`` uint8 RGB.
+def declared_pixels(data: np.ndarray):
+    """``(pixels, description)`` of the size an encoded image's header declares, read without decoding,
+    or ``None`` when Pillow does not know the format (OpenCV may still decode it). Above Pillow's own
+    limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) only that bound is known."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        # Pillow warns about huge declared sizes itself; the caller's limit decides here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data.tobytes())) as image:
+                width, height = image.size
+        except Image.DecompressionBombError:
+            bound = 2 * Image.MAX_IMAGE_PIXELS
+            return bound + 1, f"more than {bound / 1e6:.0f} MP"
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+    return width * height, f"{width} x {height} pixels ({width * height / 1e6:.0f} MP)"
+
+
+def read_rgb(path, max_pixels: int = None) -> np.ndarray:
+    """Decode an image file to ``H x W x 3`` uint8 RGB; with ``max_pixels``, refuse (``ImageReadError``)
+    a file whose header declares more pixels, before decoding: a tiny file can declare a picture that
+    would take gigabytes.
 
     Decodes as ``cv2.imread(path, cv2.IMREAD_COLOR)`` does, as upstream: an alpha channel is dropped (not
     blended), grey images are expanded to three channels, 16-bit images are scaled to 8 bits, and the
@@ -31,9 +59,16 @@ def read_rgb(path) -> np.ndarray:
     # Decoded from the file's bytes (the same decoder, EXIF orientation included): OpenCV's own path
     # handling crashes the process on file names that are not valid UTF-8, as in old zip archives.
     data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    declared = declared_pixels(data) if max_pixels is not None and data.size else None
+    if declared is not None and declared[0] > max_pixels:
+        raise ImageReadError(path, f"declares {declared[1]}, over the limit of {max_pixels / 1e6:g} MP "
+                                   "(--max_megapixels raises it)")
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as error:
+        raise ImageReadError(path, f"not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
     if bgr is None:
-        raise ImageReadError(f"{printable(path)}: not a readable image (OpenCV could not decode it)")
+        raise ImageReadError(path, "not a readable image (OpenCV could not decode it)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -207,3 +207,39 @@ def test_a_file_name_that_is_not_utf8_is_counted_printed_and_written(tmp_path):
         assert [row["image"] for row in csv.DictReader(file)] == ["caf\\xe9.png", "plain.png"]
     assert len(os.listdir(out / "vis")) == len(os.listdir(out / "points")) == 2
     assert read_rgb(pictures / os.fsdecode(b"caf\xe9.png")).shape == (48, 64, 3)
+
+
+def png_declaring(path, width: int, height: int) -> None:
+    """A PNG of a few hundred bytes whose header declares ``width x height`` RGB pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+                     + chunk(b"IEND", b""))
+
+
+def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path, capsys):
+    from crowd_datasets.image_io import ImageReadError
+    from models import Counter
+
+    random_checkpoint(tmp_path / "model.pth")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    png_declaring(pictures / "huge.png", 100_000, 100_000)
+    png_declaring(pictures / "large.png", 20_000, 20_000)
+    png_declaring(pictures / "medium.png", 10_000, 8_000)
+    cv2.imwrite(str(pictures / "small.png"), np.full((48, 64, 3), 90, np.uint8))
+    code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures)])
+    assert code == run_test.EXIT_SKIPPED
+    captured = capsys.readouterr()
+    assert "skipped huge.png: declares more than 179 MP, over the limit of 50 MP" in captured.err
+    assert "skipped large.png: declares more than 179 MP" in captured.err
+    assert "skipped medium.png: declares 10000 x 8000 pixels (80 MP), over the limit of 50 MP" in captured.err
+    assert "--max_megapixels" in captured.err and "small.png: " in captured.out
+    counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", max_pixels=1000)
+    with pytest.raises(ImageReadError, match="small.png: declares 64 x 48 pixels"):
+        counter(pictures / "small.png")

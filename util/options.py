@@ -136,6 +136,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
                            help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg; "
                                 "with --dataset_file: per-image results (per_image.csv) and counts.png "
                                 "(nothing is written when omitted)")
+        group.add_argument("--max_megapixels", type=float, default=50.0,
+                           help="with --input: pictures whose file declares more pixels (millions) are skipped "
+                                "before decoding, as a tiny file can declare a picture that needs gigabytes")
         group.add_argument("--save_restored", action="store_true",
                            help="with --input and a checkpoint that carries the restoration module: also write "
                                 "restored/<stem>.jpg, the scene as the model sees it without the weather")
