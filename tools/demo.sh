@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole job on the embedded demo data, on 2 CPU cores in about 6 minutes: set up a virtual
+# The whole job on the embedded demo data, on 2 CPU cores in about 7 minutes: set up a virtual
 # environment, train on Demo_Hazy (generated on first use), evaluate the best checkpoint on its test
 # split, and count the people in the pictures of assets/demo.
 set -euo pipefail
