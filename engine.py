@@ -35,11 +35,13 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
     """One pass over ``data_loader`` (batches from ``util.misc.collate_crops``).
 
     The forward pass runs under autocast to ``dtype`` (``torch.float32``: none) with channels-last
-    images; ``scaler`` (a ``torch.amp.GradScaler``, for fp16) scales the loss. Returns the epoch means
-    of the weighted total ``loss`` and of every unweighted loss the criterion returned, averaged over
-    processes. Raises ``NonFiniteLossError`` before the update of a step whose loss is not finite, so
-    the weights stay as they were after the last good step.
+    images; ``scaler`` (a ``torch.amp.GradScaler``, enabled for fp16; default: a disabled one) scales
+    the loss. Returns the epoch means of the weighted total ``loss`` and of every unweighted loss the
+    criterion returned, averaged over processes. Raises ``NonFiniteLossError`` before the update of a
+    step whose loss is not finite, so the weights stay as they were after the last good step.
     """
+    if scaler is None:
+        scaler = torch.amp.GradScaler(torch.device(device).type, enabled=False)
     model.train()
     criterion.train()
     sums, steps = defaultdict(float), 0
@@ -55,18 +57,12 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
             raise NonFiniteLossError(f"loss is {reduced['loss']} at epoch {epoch}, step {step} "
                                      f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(reduced.items()))})")
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
         if clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         for name, value in reduced.items():
             sums[name] += value
         steps += 1

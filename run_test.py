@@ -78,27 +78,28 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     started = time.perf_counter()
     try:
         for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
+            name = printable(path.name)
             reason = skip_reason(path)
             if reason is not None:
                 skipped.append(path)
-                tqdm.write(f"skipped {printable(path.name)}: {reason}", file=sys.stderr)
+                tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
                 continue
             try:
                 rgb = read_rgb(path, counter.max_pixels)
             except ImageReadError as error:
                 skipped.append(path)
-                tqdm.write(f"skipped {printable(path.name)}: {error.reason}", file=sys.stderr)
+                tqdm.write(f"skipped {name}: {error.reason}", file=sys.stderr)
                 continue
             result = counter.predict(rgb, restore=save_restored)
-            rows.append((printable(path.name), result["count"]))
-            tqdm.write(f"{printable(path.name)}: {result['count']}")
+            rows.append((name, result["count"]))
+            tqdm.write(f"{name}: {result['count']}")
             if output_dir is not None:
                 stem = stems[path]
                 write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
                 write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
                 if save_restored:
                     write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
-                counts_csv.writerow([printable(path.name), result["count"]])
+                counts_csv.writerow([name, result["count"]])
                 counts_file.flush()
     finally:
         if counts_file is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from crowd_datasets import EpochSampler, build_dataset, find_samples
+from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
 from models import (ModelSettings, PointCounter, build_criterion, build_model, read_checkpoint, resolve_device,
                     save_checkpoint)
@@ -160,16 +160,13 @@ def decide_restoration(requested, clean_pairs: int, images: int, resumed=None) -
 
 
 def training_precision(amp: bool, device: torch.device, log) -> tuple:
-    """``(autocast dtype, GradScaler or None)`` for training on ``device``. ``amp``: bf16 on CUDA (fp16 and
-    a loss scaler where the GPU lacks bf16) and on CPUs with native bf16; fp32 elsewhere, with a line
-    saying so."""
-    if not amp:
-        return torch.float32, None
-    dtype = autocast_dtype(device)
-    if dtype == torch.float32:
+    """``(autocast dtype, GradScaler)`` for training on ``device``. ``amp``: bf16 on CUDA (fp16 where the
+    GPU lacks bf16) and on CPUs with native bf16; fp32 elsewhere, with a line saying so. The loss
+    scaler is enabled for fp16 only (elsewhere it passes everything through)."""
+    dtype = autocast_dtype(device) if amp else torch.float32
+    if amp and dtype == torch.float32:
         log("--amp: this CPU has no native bf16 instructions, where bf16 would be slower than fp32; training in fp32")
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    return dtype, scaler
+    return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def main(argv=None) -> int:
@@ -215,8 +212,8 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
     resume = read_training_checkpoint(resume_path) if resume_path is not None else None
     resumed_settings = model_settings(resume) if resume is not None else None
     train_samples = find_samples(args.dataset_file, "train", args.data_root, args.train_list)
-    restoration, line = decide_restoration(args.restoration, sum(s.clean is not None for s in train_samples),
-                                           len(train_samples), resumed_settings and resumed_settings.restoration)
+    restoration, line = decide_restoration(args.restoration, count_clean_pairs(train_samples), len(train_samples),
+                                           resumed_settings and resumed_settings.restoration)
     say(line)
     dataset_train = build_dataset(args.dataset_file, "train", samples=train_samples, use_clean=restoration,
                                   **dataset_options(args, "train"))
@@ -229,8 +226,9 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
                                  restoration=restoration)
         model = build_model(settings, args.backbone_weights, log=say)
     settings = model.settings
-    amp = args.amp if args.amp is not None else bool(resume is not None and resume.get("amp", False))
-    if resume is not None and args.amp is not None and args.amp != resume.get("amp", False):
+    stored_amp = bool(resume is not None and resume.get("amp", False))
+    amp = stored_amp if args.amp is None else args.amp
+    if resume is not None and amp != stored_amp:
         say(f"--{'' if amp else 'no-'}amp: the resumed run changes precision here, so it no longer matches an "
             "uninterrupted run bit for bit")
     dtype, scaler = training_precision(amp, state.device, say)
@@ -246,7 +244,7 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         lr_scheduler.load_state_dict(resume["lr_scheduler"])
-        if scaler is not None and "scaler" in resume:
+        if resume.get("scaler"):  # empty when the run that wrote it did not scale (not fp16)
             scaler.load_state_dict(resume["scaler"])
         start_epoch, best = resume["epoch"] + 1, dict(resume["best"])
         set_rng_state(resume["rng"])
@@ -291,7 +289,7 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
         if state.is_main:
             save_checkpoint(output_dir / "latest.pth", model_without_ddp, settings, optimizer=optimizer.state_dict(),
                             lr_scheduler=lr_scheduler.state_dict(), epoch=epoch, best=best, rng=rng_state(),
-                            amp=amp, args=vars(args), **({"scaler": scaler.state_dict()} if scaler else {}))
+                            amp=amp, scaler=scaler.state_dict(), args=vars(args))
             for name, value in log.items():
                 if name != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(name.replace("_", "/", 1), value, epoch)

@@ -2,7 +2,7 @@
 values (the scripts turn their arguments into them, see ``util.options``)."""
 from pathlib import Path
 
-from .dataset import CrowdDataset, EpochSampler, samples_from_folder, samples_from_list
+from .dataset import CrowdDataset, EpochSampler, count_clean_pairs, samples_from_folder, samples_from_list
 from .registry import DATASETS, SPLITS, get_entry, image_folder_candidates, list_file
 from .transforms import TrainTransform
 
@@ -64,4 +64,5 @@ def build_dataset(name: str, split: str, *, data_root=".", list_path=None, cache
     return CrowdDataset(samples, transform=transform, use_clean=use_clean, seed=seed)
 
 
-__all__ = ["CrowdDataset", "DATASETS", "EpochSampler", "build_dataset", "find_samples", "get_entry"]
+__all__ = ["CrowdDataset", "DATASETS", "EpochSampler", "build_dataset", "count_clean_pairs", "find_samples",
+           "get_entry"]

@@ -66,6 +66,11 @@ def samples_from_folder(image_dir: Path, data_root: Path = None, entry=None) -> 
     return samples
 
 
+def count_clean_pairs(samples: list) -> int:
+    """How many of ``samples`` (``SampleFiles``) have a clean pair."""
+    return sum(sample.clean is not None for sample in samples)
+
+
 def make_target(points: torch.Tensor, image_id: str) -> dict:
     """``{"points" [N, 2], "labels" int64 [N] (all 1), "image_id"}`` for one image or crop."""
     return {"points": points, "labels": torch.ones(len(points), dtype=torch.int64), "image_id": image_id}
@@ -138,7 +143,7 @@ class CrowdDataset(Dataset):
     @property
     def clean_pairs(self) -> int:
         """How many images have a clean pair."""
-        return sum(sample.clean is not None for sample in self.samples)
+        return count_clean_pairs(self.samples)
 
     @property
     def has_clean_pairs(self) -> bool:
