@@ -24,7 +24,7 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-def declared_pixels(data: np.ndarray):
+def declared_pixels(data: bytes):
     """``(pixels, description)`` of the size an encoded image's header declares, read without decoding,
     or ``None`` when Pillow does not know the format (OpenCV may still decode it). Above Pillow's own
     limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) only that bound is known."""
@@ -34,7 +34,7 @@ def declared_pixels(data: np.ndarray):
         # Pillow warns about huge declared sizes itself; the caller's limit decides here.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data.tobytes())) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
         except Image.DecompressionBombError:
             bound = 2 * Image.MAX_IMAGE_PIXELS
@@ -44,10 +44,27 @@ def declared_pixels(data: np.ndarray):
     return width * height, f"{width} x {height} pixels ({width * height / 1e6:.0f} MP)"
 
 
+def truncation(data: bytes):
+    """Why an encoded JPEG or PNG ends before its picture does (a partial download or copy), or ``None``.
+
+    A JPEG's compressed data cannot hold an end-of-image marker, so a whole file has one after its
+    last start-of-scan (later bytes, such as a camera's appended previews, may follow); a PNG ends
+    with an ``IEND`` chunk. Other formats are left to the decoder.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        scan = data.rfind(b"\xff\xda")
+        if scan < 0 or data.find(b"\xff\xd9", scan) < 0:
+            return "truncated JPEG: the file ends before its end-of-image marker (an interrupted download or copy?)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "truncated PNG: the file ends before its IEND chunk (an interrupted download or copy?)"
+    return None
+
+
 def read_rgb(path, max_pixels: int = None) -> np.ndarray:
     """Decode an image file to ``H x W x 3`` uint8 RGB; with ``max_pixels``, refuse (``ImageReadError``)
     a file whose header declares more pixels, before decoding: a tiny file can declare a picture that
-    would take gigabytes.
+    would take gigabytes. A truncated JPEG or PNG is refused too (``truncation``): decoders differ in
+    whether they fill its missing part with grey or fail, and a count of half a picture is wrong.
 
     Decodes as ``cv2.imread(path, cv2.IMREAD_COLOR)`` does, as upstream: an alpha channel is dropped (not
     blended), grey images are expanded to three channels, 16-bit images are scaled to 8 bits, and the
@@ -58,13 +75,16 @@ def read_rgb(path, max_pixels: int = None) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {printable(path)}")
     # Decoded from the file's bytes (the same decoder, EXIF orientation included): OpenCV's own path
     # handling crashes the process on file names that are not valid UTF-8, as in old zip archives.
-    data = np.fromfile(path, dtype=np.uint8)
-    declared = declared_pixels(data) if max_pixels is not None and data.size else None
+    data = path.read_bytes()
+    declared = declared_pixels(data) if max_pixels is not None and data else None
     if declared is not None and declared[0] > max_pixels:
         raise ImageReadError(path, f"declares {declared[1]}, over the limit of {max_pixels / 1e6:g} MP "
                                    "(--max_megapixels raises it)")
+    damage = truncation(data)
+    if damage is not None:
+        raise ImageReadError(path, damage)
     try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error as error:
         raise ImageReadError(path, f"not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
     if bgr is None:

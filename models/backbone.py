@@ -3,13 +3,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.vgg import cfgs, make_layers
 
 # Slices of torchvision's ``vgg16_bn().features``: each stage ends just before a max-pool, so the
 # stages have strides 2, 4, 8 and 16.
 STAGE_SLICES = ((0, 13), (13, 23), (23, 33), (33, 43))
 STAGE_CHANNELS = (128, 256, 512, 512)
 STAGE_STRIDES = (2, 4, 8, 16)
+# VGG16's convolution widths, "M" a 2x2 max-pool: the layout of torchvision's ``vgg16_bn().features``
+# (built here, so that inference does not import torchvision: 170 MB of resident memory).
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
 IMAGENET_WEIGHTS_FILE = "vgg16_bn-6c64b313.pth"
 
@@ -55,11 +57,16 @@ class VGG16BNBackbone(nn.Module):
         super().__init__()
         # Only the convolutional layers: torchvision's full vgg16_bn would also build (and initialise)
         # a 120 M-parameter classifier that is thrown away.
-        features = list(make_layers(cfgs["D"], batch_norm=True))
-        for layer in features:
-            if isinstance(layer, nn.Conv2d):
-                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
+        features, channels = [], 3
+        for width in VGG16_LAYOUT:
+            if width == "M":
+                features.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            conv = nn.Conv2d(channels, width, kernel_size=3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            features += [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
         # Re-numbering each stage from 0 gives the upstream state-dict keys (``body2.1.weight``).
         for index, (start, stop) in enumerate(STAGE_SLICES, start=1):
             setattr(self, f"body{index}", nn.Sequential(*features[start:stop]))

@@ -243,3 +243,20 @@ def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path
     counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", max_pixels=1000)
     with pytest.raises(ImageReadError, match="small.png: declares 64 x 48 pixels"):
         counter(pictures / "small.png")
+
+
+def test_truncated_pictures_are_skipped_by_name_and_the_rest_counted(tmp_path, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    whole = (REAL_SAMPLES / "A_IMG_160.jpg").read_bytes()
+    (pictures / "cut.jpg").write_bytes(whole[: len(whole) * 9 // 10])
+    (pictures / "whole.jpg").write_bytes(whole)
+    png = cv2.imencode(".png", np.full((40, 50, 3), 200, np.uint8))[1].tobytes()
+    (pictures / "cut.png").write_bytes(png[:-20])
+    code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures)])
+    captured = capsys.readouterr()
+    assert code == run_test.EXIT_SKIPPED
+    assert "skipped cut.jpg: truncated JPEG" in captured.err
+    assert "skipped cut.png: truncated PNG" in captured.err
+    assert "whole.jpg: " in captured.out and "counted 1 images" in captured.out
