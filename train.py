@@ -5,7 +5,6 @@
 """
 import json
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,15 +15,18 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from models import (ModelSettings, PointCounter, build_criterion, build_model, read_checkpoint, resolve_device,
-                    save_checkpoint)
-from models.checkpoint import CheckpointError, load_model_state, model_settings
+from models import (ModelSettings, PointCounter, build_criterion, build_model, resolve_device, save_checkpoint,
+                    start_from_checkpoint)
+from models.checkpoint import CheckpointError, load_model_state, model_settings, signals_deferred
 from models.inference import forward_padded
 from models.inference_model import autocast_dtype
 from util.distributed import cleanup, init_distributed
 from util.metrics import format_summary
-from util.misc import check_output_dir, collate_crops, collate_images, error_line, run_script
-from util.options import build_parser, criterion_options, dataset_options
+from util.misc import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, collate_crops, collate_images, error_line,
+                       run_script, stop_on_sigterm)
+from util.options import build_parser, criterion_options, dataset_options, network_flags
+from util.training_run import (check_resumable, clear_run_files, decide_restoration, is_own_folder,
+                               read_training_checkpoint, resolve_resume)
 
 
 def rng_state() -> dict:
@@ -47,6 +49,17 @@ def build_optimizer(model, args):
     optimizer = torch.optim.Adam([{"params": rest, "lr": args.lr}, {"params": backbone, "lr": args.lr_backbone}],
                                  lr=args.lr, weight_decay=args.weight_decay)
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+
+
+def apply_optimisation_settings(optimizer, lr_scheduler, args) -> None:
+    """After a resumed run's optimizer and scheduler are loaded: use this command's ``--lr``,
+    ``--lr_backbone``, ``--weight_decay`` and ``--lr_drop`` from the current epoch on, with the learning
+    rates the schedule gives at this epoch."""
+    lr_scheduler.step_size = args.lr_drop
+    lr_scheduler.base_lrs = [args.lr, args.lr_backbone]
+    drops = lr_scheduler.last_epoch // args.lr_drop
+    for group, base in zip(optimizer.param_groups, lr_scheduler.base_lrs):
+        group.update(initial_lr=base, weight_decay=args.weight_decay, lr=base * lr_scheduler.gamma ** drops)
 
 
 def make_loaders(args, state, dataset_train, dataset_test):
@@ -74,91 +87,6 @@ def log_restored(writer, model, dataset_test, count: int, epoch: int) -> None:
         writer.add_images(f"restored/{target['image_id']}", torch.stack([image, restored]), epoch)
 
 
-class RunFolderError(ValueError):
-    """``--output_dir`` cannot take this run; the message says why and what to do instead."""
-
-
-# The files a run writes into --output_dir; a folder holding any of them holds a run.
-RUN_FILES = ("latest.pth", "best_mae.pth", "log.txt", "tensorboard")
-TRAINING_STATE_KEYS = ("optimizer", "lr_scheduler", "epoch", "best", "rng")
-
-
-def resolve_resume(resume, output_dir: Path, overwrite: bool):
-    """The checkpoint to continue from (``None``: a new run), after checking that the run cannot
-    replace the files of another one in ``output_dir``.
-
-    ``resume`` is ``None``, a path, or ``"auto"`` (``output_dir/latest.pth`` when it exists, else a new
-    run; a folder whose run never finished an epoch, without checkpoints, may then be reused).
-    A new run into a folder holding a run needs ``overwrite``, and so does continuing a run from a
-    checkpoint outside ``output_dir`` into such a folder. Raises ``RunFolderError``, or ``ValueError``
-    for a folder that cannot be written (see ``util.misc.check_output_dir``).
-    """
-    check_output_dir(output_dir, ("tensorboard",))
-    present = [name for name in RUN_FILES if (output_dir / name).exists()]
-    if resume == "auto":
-        if (output_dir / "latest.pth").is_file():
-            return output_dir / "latest.pth"
-        resume = None
-        present = [name for name in present if name.endswith(".pth")]
-    resume = Path(resume) if resume else None
-    continuing = resume is not None and resume.resolve().parent == output_dir.resolve()
-    if present and not continuing and not overwrite:
-        raise RunFolderError(
-            f"--output_dir {output_dir} already holds a run ({', '.join(present)}); nothing was changed. Continue it "
-            f"with --resume auto (or --resume {output_dir / 'latest.pth'}), choose a new --output_dir, or pass "
-            "--overwrite to delete those files and start afresh")
-    return resume
-
-
-def clear_run_files(output_dir: Path) -> None:
-    """Delete what an earlier run wrote into ``output_dir`` (``--overwrite``)."""
-    for name in RUN_FILES:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def read_training_checkpoint(path: Path) -> dict:
-    """A checkpoint that ``--resume`` can continue: one ``train.py`` wrote as ``latest.pth``."""
-    content = read_checkpoint(path)
-    missing = [key for key in TRAINING_STATE_KEYS if key not in content]
-    if missing:
-        raise CheckpointError(
-            f"--resume {path}: not a training checkpoint (it has no {', '.join(missing)}); --resume continues a run "
-            "from the latest.pth that train.py writes (best_mae.pth and released weights hold only the network)")
-    return content
-
-
-def decide_restoration(requested, clean_pairs: int, images: int, resumed=None) -> tuple:
-    """Whether the restoration module trains, decided once: ``(on, line to print)``.
-
-    ``requested`` is the flag (``True``, ``False`` or ``None`` for automatic), ``clean_pairs`` of
-    ``images`` training images have a clean pair, ``resumed`` is the resumed checkpoint's setting
-    (``None`` for a new run). The module needs a clean pair for every image. A resumed run keeps the
-    checkpoint's setting. Raises ``ValueError`` for a flag or a dataset that contradicts it.
-    """
-    pairs = f"{clean_pairs} of {images} training images have a clean HR/ pair"
-    if resumed is not None:
-        if requested is not None and requested != resumed:
-            raise ValueError(f"--{'' if requested else 'no-'}restoration: the resumed checkpoint was trained "
-                             f"{'with' if resumed else 'without'} the restoration module and a resumed run keeps "
-                             "that; drop the flag")
-        if resumed and clean_pairs < images:
-            raise ValueError(f"the resumed checkpoint trains the restoration module, which needs a clean pair for "
-                             f"every training image, but only {pairs}")
-        return resumed, f"restoration module {'on' if resumed else 'off'} (as in the resumed checkpoint)"
-    if requested is False:
-        return False, "restoration module off (--no-restoration)"
-    if images and clean_pairs == images:
-        return True, f"restoration module on: {pairs}"
-    if requested:
-        raise ValueError(f"--restoration needs a clean pair (HR/<name> beside images/) for every training image, "
-                         f"but only {pairs}")
-    return False, f"restoration module off: {pairs} (it needs all)"
-
-
 def training_precision(amp: bool, device: torch.device, log) -> tuple:
     """``(autocast dtype, GradScaler)`` for training on ``device``. ``amp``: bf16 on CUDA (fp16 where the
     GPU lacks bf16) and on CPUs with native bf16; fp32 elsewhere, with a line saying so. The loss
@@ -181,6 +109,9 @@ def main(argv=None) -> int:
         parser.error(f"--crop_size must be a positive multiple of 16 (the network's stride), got {args.crop_size}")
     if args.seed < 0 or args.num_workers < 0:
         parser.error(f"--seed and --num_workers must be at least 0, got {args.seed} and {args.num_workers}")
+    if args.resume and args.init_weights:
+        parser.error("--resume continues a run and --init_weights starts a new one from a checkpoint's network; "
+                     "give one of them")
     output_dir = Path(args.output_dir or f"runs/{args.dataset_file}")
     try:
         # Before anything else, on every process: a run that would replace another's files never starts.
@@ -190,27 +121,37 @@ def main(argv=None) -> int:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     say = print if state.is_main else (lambda *a, **k: None)
+    stop_on_sigterm()
+    progress = {}  # "epoch": the epoch running, "saved": the epoch latest.pth holds; for the message on a stop
     try:
-        return train(args, state, output_dir, resume, say)
+        return train(args, state, output_dir, resume, say, progress)
     except (NonFiniteLossError, FileNotFoundError, ValueError, CheckpointError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, NonFiniteLossError):
             print(f"training stopped; the last good checkpoint is {output_dir / 'latest.pth'}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; {output_dir / 'latest.pth'} holds the last finished epoch (if any): continue with "
-              f"the same command and --resume auto", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        where = f"in epoch {progress['epoch']}" if "epoch" in progress else "before the first epoch"
+        kept = (f"{output_dir / 'latest.pth'} holds epoch {progress['saved']}" if "saved" in progress
+                else "no epoch was saved")
+        if state.is_main:
+            print(f"\n{'stopped by SIGTERM' if isinstance(stop, Terminated) else 'interrupted'} {where}; {kept}: "
+                  "continue with the same command and --resume auto", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     finally:
         cleanup()
 
 
-def train(args, state, output_dir: Path, resume_path, say) -> int:
+def train(args, state, output_dir: Path, resume_path, say, progress: dict) -> int:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
     resume = read_training_checkpoint(resume_path) if resume_path is not None else None
     resumed_settings = model_settings(resume) if resume is not None else None
+    changed = []
+    if resume is not None:
+        changed = check_resumable(resume_path, dict(resume.get("args", {})), vars(args), network_flags(args),
+                                  resumed_settings)
     train_samples = find_samples(args.dataset_file, "train", args.data_root, args.train_list)
     restoration, line = decide_restoration(args.restoration, count_clean_pairs(train_samples), len(train_samples),
                                            resumed_settings and resumed_settings.restoration)
@@ -221,10 +162,11 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
     if resume is not None:
         model = PointCounter(resumed_settings)
         load_model_state(model, resume["model"], source=str(resume_path), log=say)
+    elif args.init_weights:
+        model = start_from_checkpoint(args.init_weights, restoration, network_flags(args), log=say)
     else:
-        settings = ModelSettings(row=args.row, line=args.line, input_norm=args.input_norm or "none",
-                                 restoration=restoration)
-        model = build_model(settings, args.backbone_weights, log=say)
+        model = build_model(ModelSettings(**network_flags(args), restoration=restoration), args.backbone_weights,
+                            log=say)
     settings = model.settings
     stored_amp = bool(resume is not None and resume.get("amp", False))
     amp = stored_amp if args.amp is None else args.amp
@@ -249,13 +191,24 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
         start_epoch, best = resume["epoch"] + 1, dict(resume["best"])
         set_rng_state(resume["rng"])
         say(f"resumed from {resume_path} at epoch {start_epoch}")
+        if changed:
+            apply_optimisation_settings(optimizer, lr_scheduler, args)
+            say("settings that differ from the resumed run, used from here on (so it no longer matches an "
+                "uninterrupted run): " + ", ".join(changed))
+        if is_own_folder(resume_path, output_dir):
+            progress["saved"] = resume["epoch"]
+        else:
+            say(f"resumed into {output_dir}, not the run's own folder: the best MAE is tracked afresh here, so "
+                f"that best_mae.pth is written here (the run's best so far was {best['mae']:.4f} at epoch "
+                f"{best['epoch']}, in {resume_path.parent / 'best_mae.pth'})")
+            best = {"mae": float("inf"), "mse": float("inf"), "epoch": -1}
     sampler_train, loader_train, loader_test = make_loaders(args, state, dataset_train, dataset_test)
 
     writer = None
     if state.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        if resume_path is None or resume_path.resolve().parent != output_dir.resolve():
+        if not is_own_folder(resume_path, output_dir):
             clear_run_files(output_dir)  # resolve_resume let it through: the folder is new or --overwrite
         output_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(output_dir / "tensorboard"))
@@ -266,6 +219,7 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
         f"{str(dtype).replace('torch.', '')}, restoration {'on' if settings.restoration else 'off'}, "
         f"epochs {start_epoch}..{args.epochs - 1}")
     for epoch in range(start_epoch, args.epochs):
+        progress["epoch"] = epoch
         started = time.perf_counter()
         sampler_train.set_epoch(epoch)
         stats = train_one_epoch(model, criterion, loader_train, optimizer, state.device, epoch,
@@ -287,9 +241,11 @@ def train(args, state, output_dir: Path, resume_path, say) -> int:
             if writer is not None and settings.restoration and args.vis_images:
                 log_restored(writer, model_without_ddp, dataset_test, args.vis_images, epoch)
         if state.is_main:
-            save_checkpoint(output_dir / "latest.pth", model_without_ddp, settings, optimizer=optimizer.state_dict(),
-                            lr_scheduler=lr_scheduler.state_dict(), epoch=epoch, best=best, rng=rng_state(),
-                            amp=amp, scaler=scaler.state_dict(), args=vars(args))
+            with signals_deferred():  # a stop after the write reports it as saved
+                save_checkpoint(output_dir / "latest.pth", model_without_ddp, settings,
+                                optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict(), epoch=epoch,
+                                best=best, rng=rng_state(), amp=amp, scaler=scaler.state_dict(), args=vars(args))
+                progress["saved"] = epoch
             for name, value in log.items():
                 if name != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(name.replace("_", "/", 1), value, epoch)

@@ -1,9 +1,12 @@
 """The one checkpoint save/load pair: safe loading, strict key checks, atomic writes."""
 import argparse
+import contextlib
 import os
 import pickle
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -111,11 +114,38 @@ def load_model_state(model: torch.nn.Module, state: dict, source="checkpoint", l
     model.load_state_dict(converted, strict=True)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, then act on the first one received as its handler
+    would have. ``torch.save`` turns an exception raised inside it (Ctrl-C's ``KeyboardInterrupt``) into
+    a ``RuntimeError`` about the zip writer, so a stop during a checkpoint write must wait for its end.
+    Only the main thread can change handlers; elsewhere nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), received[0])
+
+
 def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **extra) -> None:
     """Write ``{"format", "settings", "model", **extra}`` to ``path`` atomically.
 
     The file is written to a temporary sibling and renamed over ``path``, so a crash midway leaves any
-    previous file at ``path`` intact; temporaries left by a killed writer are removed. ``extra`` holds
+    previous file at ``path`` intact; temporaries left by a killed writer are removed. Ctrl-C and
+    SIGTERM take effect once the file is complete (``signals_deferred``). ``extra`` holds
     plain data and tensors only (optimizer state, epoch, metrics, RNG states) so the file loads with
     ``weights_only=True``.
     """
@@ -125,17 +155,18 @@ def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **ext
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
     content = {"format": FORMAT, "settings": settings.to_dict(), "model": model.state_dict(), **extra}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(content, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with signals_deferred():
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(content, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
 
 
 def build_from_checkpoint(path, input_norm: str = None, log=None):
@@ -151,3 +182,43 @@ def build_from_checkpoint(path, input_norm: str = None, log=None):
     model = PointCounter(settings)
     load_model_state(model, content["model"], source=str(path), log=log)
     return model.eval(), settings, content
+
+
+def start_from_checkpoint(path, restoration: bool, network_flags: dict, log=print):
+    """A new training run's network, started from the weights of the checkpoint at ``path`` (one
+    ``train.py`` wrote, a released one or an original P2PNet one): ``--init_weights``.
+
+    Anchors per cell and input normalisation come from the checkpoint; ``network_flags`` (``row``,
+    ``line``, ``input_norm`` given on the command line) may set ``input_norm`` (foreign checkpoints
+    do not store it) but must agree on the anchors, or ``ValueError`` names the flag. With
+    ``restoration`` the module is loaded from the checkpoint when it carries one and starts afresh
+    when not; without, a carried module is left out. Returns the model on CPU in training mode.
+    """
+    from .network import PointCounter
+
+    content = read_checkpoint(path)
+    stored = model_settings(content, network_flags.get("input_norm"))
+    for name in ("row", "line"):
+        if name in network_flags and network_flags[name] != getattr(stored, name):
+            raise ValueError(f"--{name} {network_flags[name]}: --init_weights {path} has {name} "
+                             f"{getattr(stored, name)} (its heads are shaped for {stored.row} x {stored.line} "
+                             "anchors per cell); drop the flag")
+    model = PointCounter(ModelSettings(row=stored.row, line=stored.line, input_norm=stored.input_norm,
+                                       restoration=restoration))
+    state = content["model"]
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    carried = {key: value for key, value in state.items() if key.startswith("restoration.")}
+    state = {key: value for key, value in state.items() if key not in carried}
+    if restoration and carried:
+        state.update(carried)
+    elif restoration:
+        state.update((key, value) for key, value in model.state_dict().items() if key.startswith("restoration."))
+        log(f"--init_weights {path}: carries no restoration module; it starts afresh")
+    elif carried:
+        log(f"--init_weights {path}: its restoration module is left out (restoration off)")
+    load_model_state(model, state, source=f"--init_weights {path}", log=log)
+    log(f"network: weights from {path}"
+        + (f" (epoch {content['epoch']})" if isinstance(content.get("epoch"), int) else "")
+        + "; a new run: optimizer, epochs and best MAE start afresh")
+    return model.train()

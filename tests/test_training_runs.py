@@ -17,6 +17,7 @@ from models.inference_model import autocast_dtype
 from util.distributed import DistributedState
 from util.misc import collate_crops
 from util.options import build_parser, criterion_options, dataset_options
+from util.training_run import decide_restoration
 from helpers import ROOT, random_checkpoint, tiny_dataset
 
 # Small and quick, but with the default --num_workers (2).
@@ -138,9 +139,9 @@ def test_resume_refuses_a_checkpoint_without_training_state(tmp_path, capsys):
 def test_restoration_decision_table(requested, pairs, resumed, expected):
     if isinstance(expected, str):
         with pytest.raises(ValueError, match=expected):
-            train.decide_restoration(requested, pairs, 4, resumed)
+            decide_restoration(requested, pairs, 4, resumed)
     else:
-        on, line = train.decide_restoration(requested, pairs, 4, resumed)
+        on, line = decide_restoration(requested, pairs, 4, resumed)
         assert on is expected and line.startswith(f"restoration module {'on' if on else 'off'}")
 
 
@@ -203,7 +204,9 @@ def test_output_dir_under_a_file_and_ctrl_c_give_one_line_each(tmp_path, monkeyp
 
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
     assert train.main(data + ["--output_dir", str(tmp_path / "run")]) == 130
-    assert "--resume auto" in capsys.readouterr().err.strip().splitlines()[-1]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("interrupted in epoch 1; ") and "latest.pth holds epoch 0: " in last
+    assert last.endswith("--resume auto")
     assert torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["epoch"] == 0
 
 

@@ -1,5 +1,6 @@
 """Batching helpers shared by training and evaluation, and what the scripts share around their ``main``."""
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def error_line(error: BaseException) -> str:
         return text
     last = text.rstrip().splitlines()[-1]
     return last.partition(": ")[2] or last
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, ``kill``), raised where the program is, as Ctrl-C is."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into ``Terminated``, so that a script stops as on Ctrl-C: files being written are
+    finished or removed, and it can say where it stopped."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run_script(main) -> None:

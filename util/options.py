@@ -25,8 +25,10 @@ def _add_model_arguments(parser, script):
                        help="input normalisation: 'none' feeds [0,1] pixels (Dehaze-P2PNet); 'imagenet' uses "
                             "ImageNet mean/std, as original P2PNet checkpoints need" + stored)
     if script == "train":
-        group.add_argument("--row", type=int, default=2, help="anchor rows per stride-8 cell")
-        group.add_argument("--line", type=int, default=2, help="anchor columns per stride-8 cell")
+        group.add_argument("--row", type=int, default=None,
+                           help="anchor rows per stride-8 cell (default: 2, or as in --init_weights / --resume)")
+        group.add_argument("--line", type=int, default=None,
+                           help="anchor columns per stride-8 cell (default: 2, or as in --init_weights / --resume)")
 
 
 def _add_runtime_arguments(parser, script):
@@ -99,9 +101,14 @@ def _add_training_arguments(parser):
                             "(default: runs/<dataset_file>)")
     group.add_argument("--eval_freq", type=int, default=5, help="evaluate on the test split every N epochs")
     group.add_argument("--resume", default=None,
-                       help="continue exactly from a training checkpoint (a latest.pth), or 'auto': from "
+                       help="continue a run exactly from its training checkpoint (a latest.pth), or 'auto': from "
                             "<output_dir>/latest.pth when it exists, else start afresh (for job schedulers that "
-                            "rerun the same command)")
+                            "rerun the same command). The run keeps its data and network; other optimisation or "
+                            "loss settings on the command line are used and listed")
+    group.add_argument("--init_weights", default=None,
+                       help="start a new run from the network weights of a checkpoint (a released one, a "
+                            "best_mae.pth or a latest.pth; its optimizer state, epoch and best MAE are not used), "
+                            "e.g. to fine-tune on another dataset. Replaces --backbone_weights")
     group.add_argument("--overwrite", action="store_true",
                        help="start a new run in an --output_dir that holds an earlier one, deleting its latest.pth, "
                             "best_mae.pth, log.txt and tensorboard/ (without it, such a folder stops train.py)")
@@ -152,6 +159,11 @@ def dataset_options(args, split: str) -> dict:
     if split == "train":
         options.update(crop_size=args.crop_size, num_crops=args.num_crops, seed=args.seed)
     return options
+
+
+def network_flags(args) -> dict:
+    """The network-shape flags (``row``, ``line``, ``input_norm``) given on the command line."""
+    return {name: getattr(args, name) for name in ("row", "line", "input_norm") if getattr(args, name) is not None}
 
 
 def criterion_options(args) -> dict:

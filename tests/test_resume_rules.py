@@ -1,0 +1,126 @@
+"""What a resumed or restarted run does with its checkpoint: --resume keeps data and network and lists
+changed settings, --init_weights starts a new run from a checkpoint's network, and a stop (Ctrl-C,
+SIGTERM) says where it stopped and how to continue."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from models import ModelSettings
+from helpers import ROOT, random_checkpoint, tiny_dataset
+
+SMALL = ["--backbone_weights", "none", "--crop_size", "64", "--batch_size", "2", "--num_crops", "2",
+         "--device", "cpu", "--lr", "1e-4", "--lr_backbone", "1e-4"]
+
+
+@pytest.fixture
+def finished_run(tmp_path, capsys):
+    """Arguments of a tiny dataset, and a folder holding a one-epoch run on it."""
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL
+    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    return data, tmp_path / "run"
+
+
+def test_a_checkpoint_of_another_dataset_is_refused_with_the_way_to_fine_tune(finished_run, tmp_path, capsys):
+    data, run = finished_run
+    content = torch.load(run / "latest.pth", weights_only=True)
+    content["args"]["dataset_file"] = "Hazy_SHTA"
+    torch.save(content, run / "latest.pth")
+    before = (run / "latest.pth").read_bytes()
+    assert train.main(data + ["--epochs", "2", "--output_dir", str(run), "--resume", "auto"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "--dataset_file Hazy_SHTA, not Custom" in error and "--init_weights" in error
+    assert len(error.splitlines()) == 1 and (run / "latest.pth").read_bytes() == before
+
+
+def test_changed_learning_rates_are_used_and_listed_and_network_flags_are_refused(finished_run, capsys):
+    data, run = finished_run
+    assert train.main(data + ["--epochs", "2", "--output_dir", str(run), "--resume", "auto", "--row", "3"]) == 1
+    assert "--row 3: the resumed network has row 2" in capsys.readouterr().err
+    faster = [arg if arg != "1e-4" else "3e-4" for arg in data]
+    assert train.main(faster + ["--epochs", "2", "--output_dir", str(run), "--resume", "auto", "--lr_drop", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "--lr 0.0003 (was 0.0001)" in printed and "--lr_backbone 0.0003 (was 0.0001)" in printed
+    assert "--lr_drop 1 (was 3500)" in printed
+    # With --lr_drop 1 the new rates are divided by 10 once when epoch 1 starts and again after it.
+    content = torch.load(run / "latest.pth", weights_only=True)
+    assert [group["lr"] for group in content["optimizer"]["param_groups"]] == pytest.approx([3e-6, 3e-6])
+    assert content["lr_scheduler"]["step_size"] == 1
+    epochs = [json.loads(line) for line in (run / "log.txt").read_text().splitlines()]
+    assert epochs[0]["lr"] == pytest.approx(1e-4) and epochs[1]["lr"] == pytest.approx(3e-6)
+
+
+def test_resuming_into_another_folder_writes_best_mae_there(finished_run, tmp_path, capsys):
+    data, run = finished_run
+    other = tmp_path / "other"
+    assert train.main(data + ["--epochs", "2", "--output_dir", str(other), "--resume", str(run / "latest.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert "the best MAE is tracked afresh here" in printed
+    assert (other / "best_mae.pth").is_file() and (other / "latest.pth").is_file()
+    assert torch.load(other / "best_mae.pth", weights_only=True)["epoch"] == 1
+
+
+def test_init_weights_starts_a_new_run_from_best_mae_or_released_weights(finished_run, tmp_path, capsys):
+    data, run = finished_run
+    best = run / "best_mae.pth"
+    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "a"), "--resume", str(best)]) == 1
+    assert f"--init_weights {best}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "b"), "--resume", "auto",
+                           "--init_weights", str(best)])
+    assert stop.value.code == 2 and "give one of them" in capsys.readouterr().err
+    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "c"), "--init_weights", str(best)]) == 0
+    printed = capsys.readouterr().out
+    assert f"network: weights from {best} (epoch 0)" in printed and "epochs 0..0" in printed
+    # A checkpoint with other anchors and no restoration module (as released weights are): its anchors are
+    # kept, the module starts afresh, and a --row that contradicts the heads is named.
+    released = tmp_path / "released.pth"
+    weights = random_checkpoint(released, ModelSettings(row=3, line=3), seed=5).state_dict()
+    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "d"), "--init_weights", str(released),
+                              "--row", "2"]) == 1
+    assert "--row 2: --init_weights" in capsys.readouterr().err
+    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "e"), "--init_weights", str(released),
+                              "--lr", "0", "--lr_backbone", "0"]) == 0
+    assert "carries no restoration module; it starts afresh" in capsys.readouterr().out
+    started = torch.load(tmp_path / "e" / "latest.pth", weights_only=True)
+    assert started["settings"]["row"] == 3 and started["settings"]["restoration"] is True
+    for key, value in weights.items():
+        if value.is_floating_point() and "running" not in key:
+            assert torch.equal(started["model"][key], value), key
+
+
+def train_command(data, output_dir, epochs):
+    return [sys.executable, str(ROOT / "train.py")] + data + ["--epochs", str(epochs), "--output_dir", str(output_dir)]
+
+
+def test_sigterm_stops_with_where_and_how_to_resume_and_leaves_no_temporary_file(tmp_path):
+    """As a job scheduler stops a job; with the default two loader workers."""
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL
+    run = tmp_path / "run"
+    process = subprocess.Popen(train_command(data, run, 1000), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 240
+    while not (run / "latest.pth").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM in epoch ") and "latest.pth holds epoch" in last, last
+    assert last.endswith("continue with the same command and --resume auto")
+    assert not [path for path in run.iterdir() if path.name.endswith(".tmp")]
+    saved = torch.load(run / "latest.pth", weights_only=True)["epoch"]
+    assert f"holds epoch {saved}:" in last
+    finished = subprocess.run(train_command(data, run, saved + 2) + ["--resume", "auto"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=240)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"resumed from {run / 'latest.pth'} at epoch {saved + 1}" in finished.stdout
