@@ -260,3 +260,17 @@ def test_truncated_pictures_are_skipped_by_name_and_the_rest_counted(tmp_path, c
     assert "skipped cut.jpg: truncated JPEG" in captured.err
     assert "skipped cut.png: truncated PNG" in captured.err
     assert "whole.jpg: " in captured.out and "counted 1 images" in captured.out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_for_both_scripts(tmp_path, capsys):
+    import train
+
+    random_checkpoint(tmp_path / "model.pth")
+    assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(tmp_path),
+                          "--device", "cuda"]) == 1
+    assert capsys.readouterr().err == ("error: --device cuda was requested but PyTorch sees no CUDA device; use "
+                                       "--device cpu or auto\n")
+    assert train.main(["--dataset_file", "Custom", "--data_root", str(tmp_path), "--train_list", "train.list",
+                       "--test_list", "test.list", "--output_dir", str(tmp_path / "run"), "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.startswith("error: --device cuda was requested but PyTorch sees no CUDA device")
