@@ -5,8 +5,7 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from models.inference import forward_padded, select_points
-from util.distributed import all_gather_objects, broadcast_buffers, mean_across_ranks
+from util.distributed import all_gather_objects, mean_across_ranks
 from util.metrics import CountingMetrics
 
 
@@ -72,27 +71,24 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
     return {name: value / steps for name, value in sums.items()}
 
 
-@torch.no_grad()
-def evaluate(model, data_loader, threshold: float = 0.5, sigmas=(4, 8), progress: bool = True) -> dict:
-    """Count every image of ``data_loader`` (batches from ``util.misc.collate_images``).
+def evaluate(counter, data_loader, sigmas=(4, 8), progress: bool = True) -> dict:
+    """Count every image of ``data_loader`` (batches from ``util.misc.collate_images``) with ``counter``
+    (a ``models.Counter``: padding, tiling and threshold as for one's own pictures).
 
-    Each image is run alone, zero-padded to a multiple of 128 as upstream evaluates, so results do
-    not depend on the loader's batch size. Under torch.distributed every rank first takes rank 0's
-    BatchNorm statistics (the model rank 0 saves), counts its share, and the records are gathered, so
-    every rank returns the single-process numbers. Returns
+    Each image is run alone, so results do not depend on the loader's batch size. Under
+    torch.distributed each rank counts its share and the records are gathered, so every rank returns
+    the single-process numbers (the caller builds every rank's counter from the same weights). Returns
     ``CountingMetrics.summary()`` (``images``, ``mae``, ``mse`` = root mean squared error, ``game0..3``,
     precision/recall/F1 per sigma in pixels) plus ``records``: one dict per image.
     """
-    model.eval()
-    broadcast_buffers(model)
     metrics = CountingMetrics(sigmas)
     bar = tqdm(total=len(data_loader.sampler), desc="evaluating", unit="img", disable=not progress or None,
                leave=False)
     for images, targets in data_loader:
         for image, target in zip(images, targets):
-            points, _ = select_points(forward_padded(model, image), threshold)
+            points = counter.predict(image)["points"]
             height, width = image.shape[-2:]
-            metrics.update(target["image_id"], points.numpy(), target["points"].numpy(), height, width)
+            metrics.update(target["image_id"], points, target["points"].numpy(), height, width)
             bar.update(1)
     bar.close()
     gathered = all_gather_objects(metrics.records)

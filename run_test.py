@@ -15,9 +15,10 @@ from crowd_datasets import build_dataset
 from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb
 from engine import evaluate
 from models import Counter
+from models.counter import check_tile_size
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
-from util.misc import check_output_dir, collate_images, error_line, run_script
+from util.misc import check_output_dir, collate_images, error_line, return_freed_memory_to_the_system, run_script
 from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
 
@@ -125,7 +126,7 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
     """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last."""
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     loader = DataLoader(dataset, batch_size=1, num_workers=args.num_workers, collate_fn=collate_images)
-    summary = evaluate(counter.model, loader, threshold=counter.threshold)
+    summary = evaluate(counter, loader)
     if output_dir is not None:
         write_records_csv(summary["records"], output_dir / "per_image.csv")
         plot_counts(summary["records"], output_dir / "counts.png", title_prefix=f"{args.dataset_file}: ")
@@ -138,8 +139,13 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
 def main(argv=None) -> int:
     parser = build_parser("test")
     args = parser.parse_args(argv)
+    return_freed_memory_to_the_system()
     if args.max_megapixels <= 0:
         parser.error(f"--max_megapixels must be positive, got {args.max_megapixels}")
+    try:
+        check_tile_size(args.tile_size)
+    except ValueError as error:
+        parser.error(f"--{error}")
     if (args.input is None) == (args.dataset_file is None):
         parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
     try:
@@ -147,7 +153,7 @@ def main(argv=None) -> int:
             check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
         counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
                                           input_norm=args.input_norm, amp=args.amp,
-                                          max_pixels=int(args.max_megapixels * 1e6))
+                                          max_pixels=int(args.max_megapixels * 1e6), tile_size=args.tile_size)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)

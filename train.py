@@ -15,12 +15,11 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from models import (ModelSettings, PointCounter, build_criterion, build_model, resolve_device, save_checkpoint,
+from models import (Counter, ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint,
                     start_from_checkpoint)
 from models.checkpoint import CheckpointError, load_model_state, model_settings, signals_deferred
-from models.inference import forward_padded
-from models.inference_model import autocast_dtype
-from util.distributed import cleanup, init_distributed
+from models.precision import autocast_dtype
+from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
 from util.metrics import format_summary
 from util.misc import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, collate_crops, collate_images, error_line,
                        run_script, stop_on_sigterm)
@@ -79,11 +78,11 @@ def make_loaders(args, state, dataset_train, dataset_test):
     return sampler_train, loader_train, loader_test
 
 
-def log_restored(writer, model, dataset_test, count: int, epoch: int) -> None:
+def log_restored(writer, counter, dataset_test, count: int, epoch: int) -> None:
     """The restoration module's view of the first ``count`` test images, for tensorboard."""
     for index in range(min(count, len(dataset_test))):
         image, target = dataset_test[index]
-        restored = forward_padded(model, image, restore=True)["pred_restored"].float().clamp(0, 1).cpu()
+        restored = counter.outputs(image, restore=True)["pred_restored"].clamp(0, 1).cpu()
         writer.add_images(f"restored/{target['image_id']}", torch.stack([image, restored]), epoch)
 
 
@@ -229,7 +228,10 @@ def train(args, state, output_dir: Path, resume_path, say, progress: dict) -> in
                "lr": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
                "seconds": round(time.perf_counter() - started, 2)}
         if (epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs:
-            summary = evaluate(model_without_ddp, loader_test, args.threshold, progress=state.is_main)
+            # Every rank evaluates rank 0's network: DDP keeps the parameters in step, not the BatchNorm statistics.
+            broadcast_buffers(model_without_ddp)
+            counter = Counter(model_without_ddp, device=state.device, threshold=args.threshold)
+            summary = evaluate(counter, loader_test, progress=state.is_main)
             log.update({f"test_{k}": v for k, v in summary.items() if k != "records"})
             if summary["mae"] < best["mae"]:
                 best = {"mae": summary["mae"], "mse": summary["mse"], "epoch": epoch}
@@ -239,7 +241,7 @@ def train(args, state, output_dir: Path, resume_path, say, progress: dict) -> in
             say(f"epoch {epoch}: " + "; ".join(format_summary(summary)[-3:])
                 + f" (best mae {best['mae']:.4f} at epoch {best['epoch']})")
             if writer is not None and settings.restoration and args.vis_images:
-                log_restored(writer, model_without_ddp, dataset_test, args.vis_images, epoch)
+                log_restored(writer, counter, dataset_test, args.vis_images, epoch)
         if state.is_main:
             with signals_deferred():  # a stop after the write reports it as saved
                 save_checkpoint(output_dir / "latest.pth", model_without_ddp, settings,

@@ -1,80 +1,169 @@
-"""``Counter``: count people in one image from Python, on the same code path as ``run_test.py``."""
+"""``Counter``: the one prediction path. Decoding, padding, the network (exact or fast mode), tiling and
+point selection happen here for ``run_test.py`` (own pictures and datasets), ``engine.evaluate`` and
+Python users alike."""
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from crowd_datasets.image_io import read_rgb, to_tensor
+from util.distributed import resolve_device
 
 from .checkpoint import build_from_checkpoint
-from .inference import forward_padded, select_points
-from .inference_model import prepare_inference
-
-
-def resolve_device(device="auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; asking for CUDA without it is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but PyTorch sees no CUDA device; use --device cpu or auto")
-    return device
-
+from .inference_network import InferenceNetwork
+from .network import EVAL_PAD_MULTIPLE, FEATURE_STRIDE, PointCounter
+from .tiling import TILE_ALIGN, plan_tiles
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
+# Cores of at most 2048 px per side: a 4000 x 3000 photo runs as 2 x 2 tiles of at most 2192 x 1680
+# px (17 % more pixels than the whole image) and stays under 1.5 GB resident in exact mode on a CPU.
+DEFAULT_TILE_SIZE = 2048
+
+
+def check_tile_size(tile_size: int) -> int:
+    """``tile_size`` itself, or ``ValueError`` unless it is 0 or a positive multiple of 128."""
+    if not isinstance(tile_size, int) or tile_size < 0 or tile_size % TILE_ALIGN:
+        raise ValueError(f"tile_size must be 0 (never tile) or a positive multiple of {TILE_ALIGN} pixels, "
+                         f"got {tile_size}")
+    return tile_size
 
 
 class Counter:
-    """A loaded network plus its pre- and post-processing.
+    """A network with its pre- and post-processing; ``counter(image)`` counts the people in one image.
 
-    ``counter(image)`` takes a file path or an ``H x W x 3`` uint8 RGB array and returns
-    ``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``.
-    The network runs with BatchNorm folded and channels-last memory; ``amp=True`` adds bf16/fp16
-    autocast (fast mode, see ``models.inference_model``). Image files whose header declares more than
-    ``max_pixels`` pixels are refused before decoding (``ImageReadError``).
+    ``image`` is a file path, an ``H x W x 3`` uint8 RGB array, or a float ``[3, H, W]`` tensor with
+    pixels in [0, 1]. Images are padded at the bottom and right to multiples of 128, as upstream
+    evaluates. Images larger than ``tile_size`` (pixels per side; 0: never) run as overlapping tiles
+    whose result equals the whole image's (``models.tiling``). ``amp`` selects fast mode
+    (``models.inference_network``). Image files whose header declares more than ``max_pixels``
+    pixels are refused before decoding (``ImageReadError``).
     """
 
-    def __init__(self, model, settings, device="cpu", threshold: float = 0.5, amp: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, model: PointCounter, device="cpu", threshold: float = 0.5, amp: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: int = DEFAULT_TILE_SIZE):
         self.device = resolve_device(device)
-        self.model = prepare_inference(model, self.device, amp=amp)
-        self.settings = settings
+        self.network = InferenceNetwork(model, self.device, amp=amp)
         self.threshold = threshold
         self.max_pixels = max_pixels
+        self.tile_size = check_tile_size(tile_size)
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", threshold: float = 0.5, input_norm: str = None, amp: bool = False,
-                        log=None, max_pixels: int = DEFAULT_MAX_PIXELS):
+                        log=None, max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: int = DEFAULT_TILE_SIZE):
         """Load a checkpoint written by this project or in the upstream layout (strictly).
 
         ``input_norm`` overrides the stored setting; original P2PNet checkpoints need ``"imagenet"``.
         """
-        model, settings, _ = build_from_checkpoint(path, input_norm=input_norm, log=log)
-        return cls(model, settings, device=device, threshold=threshold, amp=amp, max_pixels=max_pixels)
+        model, _, _ = build_from_checkpoint(path, input_norm=input_norm, log=log)
+        return cls(model, device=device, threshold=threshold, amp=amp, max_pixels=max_pixels, tile_size=tile_size)
+
+    @property
+    def settings(self):
+        return self.network.settings
 
     @property
     def has_restoration(self) -> bool:
-        return self.model.restoration is not None
+        return self.network.has_restoration
 
-    def image_tensor(self, image) -> torch.Tensor:
-        """Path or uint8 RGB array -> float32 ``[3, H, W]`` in [0, 1]."""
+    def read(self, image):
+        """A path -> its decoded ``H x W x 3`` uint8 RGB array; arrays and ``[3, H, W]`` float tensors
+        are checked and returned as they are (converted per tile, so a large image is never held in
+        float32 whole)."""
         if isinstance(image, (str, Path)):
-            image = read_rgb(image, self.max_pixels)
+            return read_rgb(image, self.max_pixels)
+        if isinstance(image, torch.Tensor):
+            if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point() or 0 in image.shape:
+                raise ValueError(f"expected a float [3, H, W] image tensor, got {image.dtype} {tuple(image.shape)}")
+            return image
         if not isinstance(image, np.ndarray):
-            raise TypeError(f"expected an image path or an H x W x 3 uint8 RGB array, got {type(image).__name__}")
-        return to_tensor(image)
+            raise TypeError(f"expected an image path, an H x W x 3 uint8 RGB array or a [3, H, W] float tensor, "
+                            f"got {type(image).__name__}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+            raise ValueError(f"expected a non-empty H x W x 3 uint8 RGB array, got shape {image.shape} "
+                             f"dtype {image.dtype}")
+        return image
+
+    def window(self, image, box: tuple) -> torch.Tensor:
+        """``[1, 3, h, w]`` float pixels of ``box`` ``(top, bottom, left, right)`` of the padded image,
+        on the network's device; outside ``image`` the padding value."""
+        top, bottom, left, right = box
+        if isinstance(image, np.ndarray):
+            height, width = image.shape[:2]
+            inside = to_tensor(image[top:min(bottom, height), left:min(right, width)])
+        else:
+            height, width = image.shape[-2:]
+            inside = image[:, top:min(bottom, height), left:min(right, width)]
+        inside = inside.to(self.device, non_blocking=True).unsqueeze(0)
+        if inside.shape[-2:] == (bottom - top, right - left):
+            return inside
+        fill = self.network.padding_fill.to(inside.dtype).view(1, 3, 1, 1)
+        padded = fill.expand(1, 3, bottom - top, right - left).clone()
+        padded[:, :, :inside.shape[-2], :inside.shape[-1]] = inside
+        return padded
+
+    @torch.inference_mode()
+    def outputs(self, image, restore: bool = False) -> dict:
+        """The network's raw outputs for the whole (padded) image, tiled or not: ``pred_logits [A, 2]``
+        and ``pred_points [A, 2]`` (``(x, y)`` pixels of the image; anchors in the whole image's
+        order, ``A = H' / 8 * W' / 8 * row * line`` for the padded size ``H' x W'``) and with ``restore``
+        ``pred_restored [3, H, W]`` in [0, 1]; float32 on the network's device."""
+        image = self.read(image)
+        height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
+        padded_height, padded_width = (-(-side // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE for side in (height, width))
+        tiles = plan_tiles(padded_height, padded_width, self.tile_size)
+        anchors = self.settings.row * self.settings.line
+        cells = (padded_height // FEATURE_STRIDE, padded_width // FEATURE_STRIDE, anchors, 2)
+        logits = points = restored = None
+        for tile in tiles:
+            top, bottom, left, right = tile.window
+            result = self.network(self.window(image, tile.window), restore=restore)
+            if len(tiles) == 1:
+                logits, points = result["pred_logits"][0], result["pred_points"][0]
+                if restore:
+                    restored = result["pred_restored"][0, :, :height, :width]
+                break
+            if logits is None:
+                logits, points = (torch.empty(cells, device=self.device) for _ in range(2))
+                restored = torch.empty((3, height, width), device=self.device) if restore else None
+            core_top, core_bottom, core_left, core_right = tile.core
+            shape = ((bottom - top) // FEATURE_STRIDE, (right - left) // FEATURE_STRIDE, anchors, 2)
+            rows = slice((core_top - top) // FEATURE_STRIDE, (core_bottom - top) // FEATURE_STRIDE)
+            columns = slice((core_left - left) // FEATURE_STRIDE, (core_right - left) // FEATURE_STRIDE)
+            core_cells = (slice(core_top // FEATURE_STRIDE, core_bottom // FEATURE_STRIDE),
+                          slice(core_left // FEATURE_STRIDE, core_right // FEATURE_STRIDE))
+            logits[core_cells] = result["pred_logits"][0].view(shape)[rows, columns]
+            origin = torch.tensor([left, top], dtype=points.dtype, device=points.device)
+            points[core_cells] = result["pred_points"][0].view(shape)[rows, columns] + origin
+            if restore:
+                core_bottom, core_right = min(core_bottom, height), min(core_right, width)
+                if core_top < core_bottom and core_left < core_right:
+                    restored[:, core_top:core_bottom, core_left:core_right] = result["pred_restored"][
+                        0, :, core_top - top:core_bottom - top, core_left - left:core_right - left]
+        result = {"pred_logits": logits.reshape(-1, 2), "pred_points": points.reshape(-1, 2)}
+        if restore:
+            result["pred_restored"] = restored
+        return result
+
+    def select(self, outputs: dict):
+        """Anchors whose softmax person score exceeds the threshold: ``(points [N, 2], scores [N])``
+        float32 CPU tensors, ``(x, y)`` pixels of the image, not clipped to it (as upstream)."""
+        scores = F.softmax(outputs["pred_logits"].float(), dim=-1)[:, 1]
+        keep = scores > self.threshold
+        return outputs["pred_points"][keep].float().cpu(), scores[keep].cpu()
 
     def predict(self, image, restore: bool = False) -> dict:
-        """Like ``__call__``; with ``restore`` also ``"restored"``: the restoration module's view of the
-        scene as ``H x W x 3`` uint8 RGB (needs a checkpoint that carries the module)."""
+        """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``; with
+        ``restore`` also ``"restored"``: the restoration module's view of the scene as ``H x W x 3``
+        uint8 RGB (needs a checkpoint that carries the module)."""
         if restore and not self.has_restoration:
             raise ValueError("this checkpoint has no restoration module; it cannot write restored images")
-        outputs = forward_padded(self.model, self.image_tensor(image), restore=restore)
-        points, scores = select_points(outputs, self.threshold)
+        outputs = self.outputs(image, restore=restore)
+        points, scores = self.select(outputs)
         result = {"points": points.numpy(), "scores": scores.numpy(), "count": int(points.shape[0])}
         if restore:
-            restored = outputs["pred_restored"].float().clamp(0, 1).mul(255).round().byte()
+            restored = outputs["pred_restored"].clamp(0, 1).mul(255).round().byte()
             result["restored"] = restored.permute(1, 2, 0).cpu().numpy()
         return result
 

@@ -119,23 +119,31 @@ class PointCounter(nn.Module):
         normalisation, as upstream pads its already-normalised tensors with zeros."""
         return self.input_mean.view(3)
 
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` pixels in [0, 1] -> the backbone's input (``settings.input_norm``)."""
+        if self.settings.input_norm == "none":
+            return images
+        return (images - self.input_mean) / self.input_std
+
+    def decode(self, stage3: torch.Tensor, stage4: torch.Tensor) -> dict:
+        """FPN and heads on the stride-8 and stride-16 backbone stages: ``pred_logits [B, A, 2]`` and
+        ``pred_points [B, A, 2]`` (``x, y`` pixels of the input whose stages these are)."""
+        features = self.fpn(stage3, stage4)
+        offsets = self.regression(features) * 100
+        logits = self.classification(features)
+        anchors = anchor_points(features.shape[-2], features.shape[-1], FEATURE_STRIDE,
+                                self.settings.row, self.settings.line, device=features.device)
+        return {"pred_logits": logits, "pred_points": offsets + anchors}
+
     def forward(self, images: torch.Tensor, restore: bool = False) -> dict:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
         if height % 16 or width % 16:
             raise ValueError(f"image height and width must be multiples of 16, got {height}x{width}; "
-                             "pad them first (see models.inference.pad_image)")
-        normalised = images
-        if self.settings.input_norm != "none":
-            normalised = (images - self.input_mean) / self.input_std
-        stages = self.backbone(normalised)
-        features = self.fpn(stages[2], stages[3])
-        offsets = self.regression(features) * 100
-        logits = self.classification(features)
-        anchors = anchor_points(features.shape[-2], features.shape[-1], FEATURE_STRIDE,
-                                self.settings.row, self.settings.line, device=images.device)
-        outputs = {"pred_logits": logits, "pred_points": offsets + anchors}
+                             "pad them first (see models.counter.Counter)")
+        stages = self.backbone(self.normalise(images))
+        outputs = self.decode(stages[2], stages[3])
         if self.restoration is not None and (self.training or restore):
             outputs["pred_restored"] = self.restoration(stages[:3], (height, width))
         return outputs

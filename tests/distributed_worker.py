@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from crowd_datasets import build_dataset  # noqa: E402
 from engine import evaluate, train_one_epoch  # noqa: E402
-from models import ModelSettings, build_criterion, build_model  # noqa: E402
-from util.distributed import cleanup, init_distributed  # noqa: E402
+from models import Counter, ModelSettings, build_criterion, build_model  # noqa: E402
+from util.distributed import broadcast_buffers, cleanup, init_distributed  # noqa: E402
 from util.options import build_parser, criterion_options, dataset_options  # noqa: E402
 
 
@@ -34,7 +34,8 @@ def main():
                         progress=False)
     parameters = {name: value.detach().clone() for name, value in model.named_parameters()}
     torch.save(parameters, out / f"parameters{state.rank}.pth")
-    summary = evaluate(model, loader_test, args.threshold, progress=False)
+    broadcast_buffers(model)
+    summary = evaluate(Counter(model, threshold=args.threshold), loader_test, progress=False)
     torch.save(model.state_dict(), out / f"rank{state.rank}.pth")
     (out / f"eval{state.rank}.json").write_text(json.dumps(summary))
     cleanup()

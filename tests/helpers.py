@@ -10,6 +10,17 @@ REAL_SAMPLES = SHARED / "real_samples"
 REFERENCE_CHECKPOINT = REFERENCE / "upstream_format_checkpoint.pth"
 
 
+def padded_outputs(model, image):
+    """A ``PointCounter``'s outputs for one ``[3, H, W]`` image padded to multiples of 128 as upstream
+    evaluates (the plain reference the inference path is compared with): ``[A, 2]`` tensors."""
+    height, width = image.shape[-2:]
+    padded = model.padding_fill.view(3, 1, 1).expand(3, -(-height // 128) * 128, -(-width // 128) * 128).clone()
+    padded[:, :height, :width] = image
+    with torch.inference_mode():
+        outputs = model(padded.unsqueeze(0))
+    return {key: value[0] for key, value in outputs.items()}
+
+
 def random_checkpoint(path, settings=None, seed=0):
     """Save a randomly initialised network with this project's checkpoint format; returns the model."""
     from models import ModelSettings, PointCounter, save_checkpoint

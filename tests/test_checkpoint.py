@@ -8,8 +8,7 @@ import torch
 
 from models import ModelSettings, PointCounter, build_from_checkpoint, save_checkpoint
 from models.checkpoint import CheckpointError, read_checkpoint
-from models.inference import forward_padded
-from helpers import REFERENCE_CHECKPOINT, random_checkpoint
+from helpers import REFERENCE_CHECKPOINT, padded_outputs, random_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,7 @@ def test_p2pnet_style_checkpoint_with_imagenet_normalisation_matches_normalise_t
                            if "P3_1" not in key})
     with torch.no_grad():
         expected = plain(upstream_input)
-    actual = forward_padded(model, image)
+    actual = padded_outputs(model, image)
     torch.testing.assert_close(actual["pred_logits"], expected["pred_logits"][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(actual["pred_points"], expected["pred_points"][0], rtol=1e-5, atol=1e-4)
 

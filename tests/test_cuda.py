@@ -11,8 +11,6 @@ import torch
 
 import train
 from models import Counter
-from models.inference import forward_padded
-from crowd_datasets.image_io import read_rgb, to_tensor
 from helpers import REFERENCE, REFERENCE_CHECKPOINT, REAL_SAMPLES, ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -46,7 +44,7 @@ def test_one_process_torchrun_with_nccl(tmp_path):
 def test_exact_forward_on_cuda_matches_the_reference_outputs():
     counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cuda", log=lambda message: None)
     reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
-    outputs = forward_padded(counter.model, to_tensor(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg")))
+    outputs = counter.outputs(REAL_SAMPLES / "A_IMG_160.jpg")
     logits = outputs["pred_logits"].cpu()
     points = outputs["pred_points"].cpu()
     assert (logits - torch.from_numpy(reference["pred_logits"])).abs().max() <= 1e-4

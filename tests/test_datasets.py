@@ -144,7 +144,7 @@ def test_evaluation_does_not_depend_on_batch_size(tmp_path):
     model = random_checkpoint(tmp_path / "model.pth")
     root = upstream_root(tmp_path, annotations={f"IMG_{i}": f"{i} {2 * i}\n" * i for i in range(1, 6)})
     dataset = CrowdDataset(find_samples("Hazy_JHU", "test", root))
-    results = [evaluate(model, DataLoader(dataset, batch_size=size, collate_fn=collate_images), progress=False)
+    results = [evaluate(Counter(model), DataLoader(dataset, batch_size=size, collate_fn=collate_images), progress=False)
                for size in (1, 4)]
     assert results[0] == results[1]
     assert results[0]["images"] == 5 and len(results[0]["records"]) == 5
@@ -164,7 +164,7 @@ def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):
     (tmp_path / "test.list").write_text("\n".join(lines))
     counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
     dataset = build_dataset("Custom", "test", data_root=tmp_path, list_path="test.list")
-    summary = evaluate(counter.model, DataLoader(dataset, collate_fn=collate_images), progress=False)
+    summary = evaluate(counter, DataLoader(dataset, collate_fn=collate_images), progress=False)
     # Released-weight parity: per image |upstream count - gt|; anchors within 1e-4 of 0.5 may flip.
     band = {"A_IMG_160": 0, "Rain_IMG_0045": 0}
     for name in counts:

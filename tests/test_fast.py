@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from crowd_datasets.image_io import read_rgb, to_tensor
-from models import ModelSettings, PointCounter, build_from_checkpoint
-from models.inference_model import InferenceModel, autocast_context, autocast_dtype, fuse_batchnorm, prepare_inference
-from models.inference import forward_padded, select_points
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
+from models import Counter, ModelSettings, PointCounter, build_from_checkpoint
+from models.inference_network import InferenceNetwork, fuse_batchnorm
+from models.precision import autocast_context, autocast_dtype
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, padded_outputs
 
 # Exact logits of the reference checkpoint are random-weight logits: about 2 % of anchors score a
 # hair above 0.5. Anchors whose exact person-minus-background logit margin is within this band may
@@ -41,9 +41,9 @@ def random_model():
 def reference_run():
     model, _, _ = build_from_checkpoint(REFERENCE_CHECKPOINT, log=lambda message: None)
     image = to_tensor(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg"))
-    exact = forward_padded(model, image)
-    fast = forward_padded(prepare_inference(model, "cpu"), image)
-    fused_fp32 = forward_padded(prepare_inference(model, "cpu", amp=False), image)
+    exact = padded_outputs(model, image)
+    fast = Counter(model, amp=True).outputs(image)
+    fused_fp32 = Counter(model).outputs(image)
     return exact, fast, fused_fp32
 
 
@@ -65,7 +65,7 @@ def test_fusing_leaves_the_original_untouched():
     model = PointCounter().train()
     randomise_batchnorm(model)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    prepare_inference(model, "cpu")
+    InferenceNetwork(model, "cpu")
     assert model.training
     assert sum(isinstance(module, nn.BatchNorm2d) for module in model.modules()) == 13
     after = model.state_dict()
@@ -74,17 +74,16 @@ def test_fusing_leaves_the_original_untouched():
     assert model.backbone.body1[0].weight.is_contiguous()
 
 
-def test_fast_model_stands_in_for_point_counter():
+def test_inference_network_declares_what_the_counter_reads():
     torch.manual_seed(4)
     model = PointCounter(ModelSettings(restoration=True, input_norm="imagenet")).eval()
-    fast = prepare_inference(model, "cpu")
-    assert isinstance(fast, InferenceModel)
-    assert fast.settings == model.settings
+    fast = InferenceNetwork(model, "cpu", amp=True)
+    assert fast.settings == model.settings and fast.amp is True
     assert torch.equal(fast.padding_fill, model.padding_fill)
-    assert fast.restoration is not None
+    assert fast.has_restoration
     assert fast.network.backbone.body1[0].weight.is_contiguous(memory_format=torch.channels_last)
     image = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(5))
-    outputs = forward_padded(fast, image, restore=True)
+    outputs = Counter(model, amp=True).outputs(image, restore=True)
     assert outputs["pred_logits"].shape == (16 * 16 * 4, 2)
     assert outputs["pred_points"].shape == (16 * 16 * 4, 2)
     assert outputs["pred_restored"].shape == (3, 40, 50)
@@ -129,15 +128,16 @@ def test_fast_mode_on_reference_checkpoint_is_close_to_exact_mode(reference_run)
     assert torch.equal((margin > 0)[decisive], (fast_margin > 0)[decisive])
 
     # Measured: 250 exact, 233 fast; every differing anchor scored within 3e-4 of the threshold.
-    exact_count = len(select_points(exact)[0])
-    fast_count = len(select_points(fast)[0])
+    counter = Counter(PointCounter())
+    exact_count = len(counter.select(exact)[0])
+    fast_count = len(counter.select(fast)[0])
     assert exact_count > 100
     assert abs(fast_count - exact_count) <= int((~decisive).sum())
     assert abs(fast_count - exact_count) <= 0.1 * exact_count
 
 
 def test_exact_mode_keeps_cudnn_from_tf32_only_inside_its_block_and_restores_the_setting():
-    from models.inference_model import ieee_fp32_convolutions
+    from models.precision import ieee_fp32_convolutions
 
     conv = torch.backends.cudnn.conv
     before = conv.fp32_precision

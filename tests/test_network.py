@@ -8,8 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import Counter, ModelSettings, PointCounter
 from models.anchors import anchor_points
-from models.inference import forward_padded
-from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT
+from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, padded_outputs
 
 
 @pytest.mark.parametrize("row,line", [(2, 2), (3, 3), (1, 2), (2, 4)])
@@ -83,7 +82,7 @@ def test_model_on_cpu_creates_nothing_on_another_device():
     recorder = DeviceRecorder()
     # A tensor made without an explicit device would land on "meta" here and break the forward pass.
     with torch.device("meta"), recorder:
-        outputs = forward_padded(model, image)
+        outputs = padded_outputs(model, image)
     assert recorder.devices == {"cpu"}
     assert outputs["pred_points"].device.type == "cpu"
     assert outputs["pred_points"].shape == (16 * 16 * 4, 2)
@@ -96,8 +95,8 @@ def reference_counter():
 
 def test_parity_with_upstream_on_a_real_image(reference_counter):
     reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
-    image = reference_counter.image_tensor(REAL_SAMPLES / "A_IMG_160.jpg")
-    outputs = forward_padded(reference_counter.model, image)
+    image = reference_counter.read(REAL_SAMPLES / "A_IMG_160.jpg")
+    outputs = reference_counter.outputs(image)
     logits, points = outputs["pred_logits"].numpy(), outputs["pred_points"].numpy()
     assert logits.shape == reference["pred_logits"].shape
     assert np.abs(logits - reference["pred_logits"]).max() < 1e-4
@@ -109,7 +108,7 @@ def test_parity_with_upstream_on_a_real_image(reference_counter):
     np.testing.assert_array_equal((scores > 0.5)[decisive], (ref_scores > 0.5)[decisive])
     counts = json.loads((REFERENCE / "reference_counts.json").read_text())["A_IMG_160"]
     assert abs(int((scores > 0.5).sum()) - counts["pred_count_at_0.5"]) <= int((~decisive).sum())
-    assert list(image.shape[1:]) == [counts["image_size_wh"][1], counts["image_size_wh"][0]]
+    assert list(image.shape[:2]) == [counts["image_size_wh"][1], counts["image_size_wh"][0]]
 
 
 def test_counter_accepts_path_and_array_identically(reference_counter):

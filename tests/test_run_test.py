@@ -114,7 +114,7 @@ def test_fast_mode_flag_counts_with_autocast(tmp_path, capsys):
     cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, size=(50, 70, 3), dtype=np.uint8))
     exact = run_test.Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", log=lambda message: None)
     fast = run_test.Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", amp=True, log=lambda message: None)
-    assert exact.model.amp is False and fast.model.amp is True
+    assert exact.network.amp is False and fast.network.amp is True
     assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(image), "--amp"]) == 0
     assert capsys.readouterr().out.startswith("photo.png: ")
     assert fast(str(image))["points"].dtype == np.float32

@@ -12,7 +12,7 @@ import engine
 import run_test
 import train
 from crowd_datasets import build_dataset
-from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
+from models import Counter, ModelSettings, PointCounter, build_criterion, build_from_checkpoint
 from util.misc import collate_crops, collate_images
 from util.options import build_parser, criterion_options, dataset_options
 from helpers import ROOT, tiny_dataset
@@ -165,8 +165,8 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
     model.load_state_dict(rank0)
     args = build_parser("train").parse_args(data + FAST)
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
-    single = engine.evaluate(model, DataLoader(dataset, collate_fn=collate_images),
-                             threshold=0.1, progress=False)
+    single = engine.evaluate(Counter(model, threshold=0.1), DataLoader(dataset, collate_fn=collate_images),
+                             progress=False)
     assert json.loads(json.dumps(single)) == evaluations[0]
     assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
 

@@ -13,7 +13,7 @@ import engine
 import train
 from crowd_datasets import build_dataset
 from models import ModelSettings, PointCounter, build_criterion
-from models.inference_model import autocast_dtype
+from models.precision import autocast_dtype
 from util.distributed import DistributedState
 from util.misc import collate_crops
 from util.options import build_parser, criterion_options, dataset_options

@@ -1,9 +1,9 @@
 """Compare this project's network with the upstream outputs stored in ``../shared/reference``.
 
 Runs the reference checkpoint on each reference image through the same code path as ``run_test.py``
-(``Counter`` -> padded forward pass) and prints, per image, the largest logit and point deviation and
-whether every decisive anchor (reference person score farther than ``--band`` from the threshold) is
-classified the same. The last line says PASS or FAIL.
+(``Counter.outputs``: decoding, padding, tiling, exact mode) and prints, per image, the largest logit
+and point deviation and whether every decisive anchor (reference person score farther than ``--band``
+from the threshold) is classified the same. The last line says PASS or FAIL.
 
     python tools/parity.py [--reference ../shared/reference] [--images ../shared/real_samples]
 """
@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import Counter  # noqa: E402
-from models.inference import forward_padded  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4
 POINT_TOLERANCE = 1e-3
@@ -27,8 +26,7 @@ POINT_TOLERANCE = 1e-3
 
 def compare(counter: Counter, image_path: Path, reference: dict, band: float = 1e-4) -> dict:
     """Deviations of ``counter``'s raw outputs on ``image_path`` from one ``*_reference_outputs.npz``."""
-    image = counter.image_tensor(image_path)
-    outputs = forward_padded(counter.model, image)
+    outputs = counter.outputs(image_path)
     logits = outputs["pred_logits"].float().cpu()
     points = outputs["pred_points"].float().cpu()
     ref_logits = torch.from_numpy(reference["pred_logits"])

@@ -1,9 +1,20 @@
-"""Process-group set-up for ``torchrun`` and the few collective helpers the loops need."""
+"""Where the scripts run: the device, the process group ``torchrun`` sets up, and the few collective
+helpers the loops need."""
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def resolve_device(device="auto") -> torch.device:
+    """``"auto"`` (or ``None``) -> CUDA when available, else CPU; asking for CUDA without it is an error."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but PyTorch sees no CUDA device; use --device cpu or auto")
+    return device
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Batching helpers shared by training and evaluation, and what the scripts share around their ``main``."""
+import ctypes
 import os
 import signal
 import sys
@@ -45,6 +46,20 @@ def stop_on_sigterm() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def return_freed_memory_to_the_system() -> None:
+    """Have glibc serve allocations of 1 MB and more with memory maps of their own, which go back to
+    the system when freed. By default glibc raises that threshold whenever a large buffer is freed and
+    then keeps freed activation maps in its heap, where they fragment: counting a 4000 x 3000 picture
+    peaked at 1.48 GB resident instead of 1.13 GB, for about 4 % more time. Nothing happens where the C
+    library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    mmap_threshold = -3  # M_MMAP_THRESHOLD in glibc's malloc.h
+    libc.mallopt(mmap_threshold, 1 << 20)
 
 
 def run_script(main) -> None:

@@ -133,6 +133,8 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     if script == "train":
         _add_training_arguments(parser)
     if script == "test":
+        from models.counter import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE
+
         group = parser.add_argument_group("evaluation")
         group.add_argument("--weight_path", required=True,
                            help="checkpoint to evaluate: one written by train.py, a released Dehaze-P2PNet "
@@ -143,7 +145,11 @@ def build_parser(script: str) -> argparse.ArgumentParser:
                            help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg; "
                                 "with --dataset_file: per-image results (per_image.csv) and counts.png "
                                 "(nothing is written when omitted)")
-        group.add_argument("--max_megapixels", type=float, default=50.0,
+        group.add_argument("--tile_size", type=int, default=DEFAULT_TILE_SIZE,
+                           help="pictures larger than this many pixels per side (a multiple of 128) run as "
+                                "overlapping tiles, which bounds memory and gives the same points as the whole "
+                                "picture; 0 never tiles")
+        group.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                            help="with --input: pictures whose file declares more pixels (millions) are skipped "
                                 "before decoding, as a tiny file can declare a picture that needs gigabytes")
         group.add_argument("--save_restored", action="store_true",
