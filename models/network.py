@@ -78,9 +78,11 @@ class PointHead(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.output = nn.Conv2d(channels, anchors_per_cell * 2, kernel_size=3, padding=1)
+        # A module, not F.relu, so that inference can fold it into the convolutions before it.
+        self.activation = nn.ReLU(inplace=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        hidden = F.relu(self.conv2(F.relu(self.conv1(features))))
+        hidden = self.activation(self.conv2(self.activation(self.conv1(features))))
         out = self.output(hidden).permute(0, 2, 3, 1)
         return out.reshape(out.shape[0], -1, 2)
 

@@ -81,7 +81,7 @@ def test_inference_network_declares_what_the_counter_reads():
     assert fast.settings == model.settings and fast.amp is True
     assert torch.equal(fast.padding_fill, model.padding_fill)
     assert fast.has_restoration
-    assert fast.network.backbone.body1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.network.backbone.body1[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
     image = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(5))
     outputs = Counter(model, amp=True).outputs(image, restore=True)
     assert outputs["pred_logits"].shape == (16 * 16 * 4, 2)
@@ -146,3 +146,23 @@ def test_exact_mode_keeps_cudnn_from_tf32_only_inside_its_block_and_restores_the
             assert conv.fp32_precision == "ieee"
             raise KeyError("an error inside the block")
     assert conv.fp32_precision == before
+
+
+def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_compute():
+    from models.inference_network import ConvReLU, MaxPool2x2
+
+    generator = torch.Generator().manual_seed(6)
+    with torch.inference_mode():
+        for in_channels, size in ((3, (40, 56)), (32, (24, 16))):
+            conv = nn.Conv2d(in_channels, 16, 3, padding=1)
+            x = torch.randn(1, in_channels, *size, generator=generator).contiguous(memory_format=torch.channels_last)
+            assert torch.equal(ConvReLU(conv, relu=True)(x), torch.relu(conv(x))), "fp32 must be bit-equal"
+            assert torch.equal(ConvReLU(conv, relu=False)(x), conv(x))
+            reduced = ConvReLU(conv.to(torch.bfloat16), relu=True)(x.to(torch.bfloat16))  # pads 3 channels to 8
+            assert reduced.dtype == torch.bfloat16 and reduced.shape == (1, 16, *size)
+            assert (reduced.float() - torch.relu(conv.float()(x))).abs().max() < 0.05
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(2, 8, 12, 20, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
+            assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2, 2))
+        odd = torch.randn(1, 4, 7, 9, generator=generator)
+        assert torch.equal(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
