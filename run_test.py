@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from crowd_datasets import build_dataset
 from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb
@@ -18,6 +18,7 @@ from models import Counter
 from models.counter import check_tile_size
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
+from util.distributed import DistributedState, all_gather_objects, cleanup, init_distributed, resolve_device
 from util.misc import check_output_dir, collate_images, error_line, return_freed_memory_to_the_system, run_script
 from util.options import build_parser, dataset_options
 from util.visualize import draw_points, write_rgb
@@ -62,37 +63,67 @@ def skip_reason(path: Path):
     return None
 
 
-def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False) -> int:
+class PictureFiles(Dataset):
+    """Files of ``--input`` (those at ``indices`` of ``files``), decoded in the loader's workers while
+    the network runs: item ``i`` is ``(indices[i], H x W x 3 uint8 RGB array or None, None or why the
+    file is skipped)``."""
+
+    def __init__(self, files: list, indices: list, max_pixels: int):
+        self.files, self.indices, self.max_pixels = files, indices, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple:
+        index = self.indices[position]
+        path = self.files[index]
+        reason = skip_reason(path)
+        if reason is not None:
+            return index, None, reason
+        try:
+            return index, read_rgb(path, self.max_pixels), None
+        except ImageReadError as error:
+            return index, None, error.reason
+
+
+def as_read(item):
+    """The loader's collate function: items pass through unchanged (arrays stay arrays)."""
+    return item
+
+
+def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False,
+                 num_workers: int = 2, state: DistributedState = DistributedState()) -> int:
     """Count people in every image under ``input_path``; print a line per image and a summary.
     With ``save_restored`` also write the restoration module's output to ``output_dir/restored/``.
+    ``num_workers`` loader processes decode the next pictures while the network counts. Under
+    ``torchrun`` each process counts every ``world_size``-th file and the first writes ``counts.csv``
+    and the summary for all, as one process would.
 
-    Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image.
+    Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image (not
+    under torchrun, which reports any exit code but 0 as a failed run).
     """
     files = list_inputs(input_path)
     stems = output_stems([f for f in files if is_image_file(f)])
+    mine = list(range(state.rank, len(files), state.world_size))
+    loader = DataLoader(PictureFiles(files, mine, counter.max_pixels), batch_size=None, collate_fn=as_read,
+                        num_workers=num_workers if len(mine) > 1 else 0)
     rows, skipped = [], []
-    # counts.csv grows row by row, so an interrupted run keeps what it counted.
-    counts_file = open(output_dir / "counts.csv", "w", newline="") if output_dir is not None else None
+    # One process writes counts.csv row by row, so an interrupted run keeps what it counted.
+    counts_file = open(output_dir / "counts.csv", "w", newline="") if output_dir and not state.distributed else None
     counts_csv = csv.writer(counts_file) if counts_file is not None else None
     if counts_csv is not None:
         counts_csv.writerow(["image", "count"])
     started = time.perf_counter()
     try:
-        for path in tqdm(files, desc="counting", unit="img", disable=None if len(files) > 1 else True):
+        for index, rgb, reason in tqdm(loader, desc="counting", unit="img", disable=None if len(mine) > 1 else True):
+            path = files[index]
             name = printable(path.name)
-            reason = skip_reason(path)
             if reason is not None:
-                skipped.append(path)
+                skipped.append(index)
                 tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
                 continue
-            try:
-                rgb = read_rgb(path, counter.max_pixels)
-            except ImageReadError as error:
-                skipped.append(path)
-                tqdm.write(f"skipped {name}: {error.reason}", file=sys.stderr)
-                continue
             result = counter.predict(rgb, restore=save_restored)
-            rows.append((name, result["count"]))
+            rows.append((index, name, result["count"]))
             tqdm.write(f"{name}: {result['count']}")
             if output_dir is not None:
                 stem = stems[path]
@@ -100,18 +131,27 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
                 write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
                 if save_restored:
                     write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
+            if counts_csv is not None:
                 counts_csv.writerow([name, result["count"]])
                 counts_file.flush()
     finally:
         if counts_file is not None:
             counts_file.close()
+    gathered = all_gather_objects((rows, skipped))
+    rows = sorted(row for part, _ in gathered for row in part)
+    skipped = [index for _, part in gathered for index in part]
     elapsed = time.perf_counter() - started
-    rate = len(rows) / elapsed if elapsed > 0 else float("inf")
-    print(f"counted {len(rows)} images, {sum(count for _, count in rows)} people in total, "
-          f"{len(skipped)} files skipped, {rate:.2f} images/s")
-    if output_dir is not None:
-        print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
-    return EXIT_SKIPPED if skipped else 0
+    if state.is_main:
+        if output_dir is not None and state.distributed:
+            with open(output_dir / "counts.csv", "w", newline="") as file:
+                csv.writer(file).writerows([["image", "count"]] + [[name, count] for _, name, count in rows])
+        rate = len(rows) / elapsed if elapsed > 0 else float("inf")
+        print(f"counted {len(rows)} images, {sum(count for _, _, count in rows)} people in total, "
+              f"{len(skipped)} files skipped, {rate:.2f} images/s")
+        if output_dir is not None:
+            print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
+    # torchrun turns any other exit code of a process into a failure report of its own.
+    return EXIT_SKIPPED if skipped and not state.distributed else 0
 
 
 def write_points_csv(path: Path, points, scores) -> None:
@@ -122,11 +162,16 @@ def write_points_csv(path: Path, points, scores) -> None:
         writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
 
 
-def evaluate_dataset(counter: Counter, args, output_dir: Path = None) -> int:
-    """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last."""
+def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: DistributedState = DistributedState()):
+    """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last.
+    Under ``torchrun`` each process evaluates its share and the first prints the metrics of all."""
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
-    loader = DataLoader(dataset, batch_size=1, num_workers=args.num_workers, collate_fn=collate_images)
-    summary = evaluate(counter, loader)
+    sampler = DistributedSampler(dataset, num_replicas=state.world_size, rank=state.rank, shuffle=False)
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=args.num_workers,
+                        collate_fn=collate_images)
+    summary = evaluate(counter, loader, progress=state.is_main)
+    if not state.is_main:
+        return 0
     if output_dir is not None:
         write_records_csv(summary["records"], output_dir / "per_image.csv")
         plot_counts(summary["records"], output_dir / "counts.png", title_prefix=f"{args.dataset_file}: ")
@@ -151,21 +196,25 @@ def main(argv=None) -> int:
     try:
         if args.output_dir:
             check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
-        counter = Counter.from_checkpoint(args.weight_path, device=args.device, threshold=args.threshold,
+        state = init_distributed(resolve_device(args.device))
+        counter = Counter.from_checkpoint(args.weight_path, device=state.device, threshold=args.threshold,
                                           input_norm=args.input_norm, amp=args.amp,
+                                          log=None if state.is_main else (lambda message: None),
                                           max_pixels=int(args.max_megapixels * 1e6), tile_size=args.tile_size)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
         if args.dataset_file is not None:
-            return evaluate_dataset(counter, args, output_dir)
+            return evaluate_dataset(counter, args, output_dir, state)
         if args.save_restored and (output_dir is None or not counter.has_restoration):
             parser.error("--save_restored needs --output_dir and a checkpoint trained with the restoration module "
                          f"({args.weight_path} has {'it' if counter.has_restoration else 'none'})")
-        return count_images(counter, Path(args.input), output_dir, args.save_restored)
+        return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state)
     except (FileNotFoundError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

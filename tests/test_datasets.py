@@ -14,6 +14,7 @@ from crowd_datasets import CrowdDataset, build_dataset, find_samples
 from crowd_datasets.image_io import ImageReadError
 from engine import evaluate
 from models import Counter
+from util.parity import DECISIVE_BAND
 from util.misc import collate_crops, collate_images
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
 
@@ -170,7 +171,7 @@ def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):
     for name in counts:
         reference = np.load(REFERENCE / f"{name}_reference_outputs.npz")
         scores = torch.softmax(torch.from_numpy(reference["pred_logits"]), -1)[:, 1]
-        band[name] = int(((scores - 0.5).abs() <= 1e-4).sum())
+        band[name] = int(((scores - 0.5).abs() <= DECISIVE_BAND).sum())
     for record in summary["records"]:
         expected = abs(counts[record["image"]]["pred_count_at_0.5"] - counts[record["image"]]["gt_count"])
         assert record["gt"] == counts[record["image"]]["gt_count"]

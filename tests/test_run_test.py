@@ -8,6 +8,7 @@ import torch
 
 import run_test
 from crowd_datasets.image_io import read_rgb
+from util.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
 
 
@@ -68,16 +69,16 @@ def test_reference_image_points_csv_matches_upstream(tmp_path):
     assert code == 0
     reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
     scores = torch.softmax(torch.from_numpy(reference["pred_logits"]), -1)[:, 1].numpy()
-    decisive = reference["pred_points"][scores > 0.5 + 1e-4]
-    in_band = reference["pred_points"][np.abs(scores - 0.5) <= 1e-4]
+    decisive = reference["pred_points"][scores > 0.5 + DECISIVE_BAND]
+    in_band = reference["pred_points"][np.abs(scores - 0.5) <= DECISIVE_BAND]
     rows = np.loadtxt(out / "points" / "A_IMG_160.csv", delimiter=",", skiprows=1, ndmin=2)
     written = rows[:, :2]
     distance = np.abs(written[:, None, :] - decisive[None, :, :]).max(-1)
-    assert (distance.min(0) < 1e-3).all(), "a decisive reference point is missing from the CSV"
+    assert (distance.min(0) < POINT_TOLERANCE_PX).all(), "a decisive reference point is missing from the CSV"
     # Every other written point must be an anchor inside the undecidable band around 0.5.
     candidates = np.concatenate([decisive, in_band])
     nearest = np.abs(written[:, None, :] - candidates[None, :, :]).max(-1).min(1)
-    assert (nearest < 1e-3).all()
+    assert (nearest < POINT_TOLERANCE_PX).all()
     with open(out / "counts.csv") as file:
         assert list(csv.reader(file)) == [["image", "count"], ["A_IMG_160.jpg", str(len(rows))]]
 

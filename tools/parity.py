@@ -2,7 +2,7 @@
 
 Runs the reference checkpoint on each reference image through the same code path as ``run_test.py``
 (``Counter.outputs``: decoding, padding, tiling, exact mode) and prints, per image, the largest logit
-and point deviation and whether every decisive anchor (reference person score farther than ``--band``
+and point deviation and whether every decisive anchor (reference person score farther than ``util.parity.DECISIVE_BAND``
 from the threshold) is classified the same. The last line says PASS or FAIL.
 
     python tools/parity.py [--reference ../shared/reference] [--images ../shared/real_samples]
@@ -13,48 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import Counter  # noqa: E402
-
-LOGIT_TOLERANCE = 1e-4
-POINT_TOLERANCE = 1e-3
-
-
-def compare(counter: Counter, image_path: Path, reference: dict, band: float = 1e-4) -> dict:
-    """Deviations of ``counter``'s raw outputs on ``image_path`` from one ``*_reference_outputs.npz``."""
-    outputs = counter.outputs(image_path)
-    logits = outputs["pred_logits"].float().cpu()
-    points = outputs["pred_points"].float().cpu()
-    ref_logits = torch.from_numpy(reference["pred_logits"])
-    ref_points = torch.from_numpy(reference["pred_points"])
-    if logits.shape != ref_logits.shape:
-        raise ValueError(f"{image_path.name}: {tuple(logits.shape)} anchors, reference has {tuple(ref_logits.shape)}")
-    threshold = counter.threshold
-    scores = torch.softmax(logits, -1)[:, 1]
-    ref_scores = torch.softmax(ref_logits, -1)[:, 1]
-    decisive = (ref_scores - threshold).abs() > band
-    return {
-        "image": image_path.name,
-        "anchors": int(logits.shape[0]),
-        "max_logit_diff": float((logits - ref_logits).abs().max()),
-        "max_point_diff": float((points - ref_points).abs().max()),
-        "decisive_anchors": int(decisive.sum()),
-        "decisive_disagreements": int(((scores > threshold) != (ref_scores > threshold))[decisive].sum()),
-        "count": int((scores > threshold).sum()),
-        "reference_count": int((ref_scores > threshold).sum()),
-        "anchors_in_band": int((~decisive).sum()),
-    }
-
-
-def passes(row: dict) -> bool:
-    return (row["max_logit_diff"] <= LOGIT_TOLERANCE and row["max_point_diff"] <= POINT_TOLERANCE
-            and row["decisive_disagreements"] == 0
-            and abs(row["count"] - row["reference_count"]) <= row["anchors_in_band"])
-
+from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs, within_parity  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -71,13 +35,14 @@ def main(argv=None) -> int:
     counts = json.loads((reference_dir / "reference_counts.json").read_text())
     ok = True
     for name in sorted(counts):
-        row = compare(counter, image_dir / f"{name}.jpg", np.load(reference_dir / f"{name}_reference_outputs.npz"))
-        ok &= passes(row)
-        print(f"{row['image']}: {row['anchors']} anchors, max |logit diff| {row['max_logit_diff']:.2e}, "
+        reference = np.load(reference_dir / f"{name}_reference_outputs.npz")
+        row = compare_outputs(counter.outputs(image_dir / f"{name}.jpg"), reference, counter.threshold)
+        ok &= within_parity(row)
+        print(f"{name}.jpg: {row['anchors']} anchors, max |logit diff| {row['max_logit_diff']:.2e}, "
               f"max |point diff| {row['max_point_diff']:.2e} px, decisive anchors {row['decisive_anchors']} "
               f"({row['decisive_disagreements']} disagree), count {row['count']} vs upstream "
               f"{counts[name]['pred_count_at_0.5']} ({row['anchors_in_band']} anchors within the band)")
-    print(f"parity: {'PASS' if ok else 'FAIL'} (logits <= {LOGIT_TOLERANCE:g}, points <= {POINT_TOLERANCE:g} px, "
+    print(f"parity: {'PASS' if ok else 'FAIL'} (logits <= {LOGIT_TOLERANCE:g}, points <= {POINT_TOLERANCE_PX:g} px, "
           "decisive anchors identical)")
     return 0 if ok else 1
 
