@@ -130,7 +130,11 @@ class PointCounter(nn.Module):
     def decode(self, stage3: torch.Tensor, stage4: torch.Tensor) -> dict:
         """FPN and heads on the stride-8 and stride-16 backbone stages: ``pred_logits [B, A, 2]`` and
         ``pred_points [B, A, 2]`` (``x, y`` pixels of the input whose stages these are)."""
-        features = self.fpn(stage3, stage4)
+        return self.heads(self.fpn(stage3, stage4))
+
+    def heads(self, features: torch.Tensor) -> dict:
+        """The point and score heads on the FPN's stride-8 ``features [B, 256, h, w]``: the outputs of
+        ``decode``, with anchors at the centres of the stride-8 cells' sub-grid."""
         offsets = self.regression(features) * 100
         logits = self.classification(features)
         anchors = anchor_points(features.shape[-2], features.shape[-1], FEATURE_STRIDE,

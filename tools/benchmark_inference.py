@@ -1,0 +1,153 @@
+"""The inference sections of ``tools/benchmark.py``: one image in each mode against what upstream
+computes, and a folder of pictures counted as ``run_test.py --input`` counts it."""
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crowd_datasets.image_io import read_rgb
+from measure import count_flops, interleaved_medians, print_table, timed, verdict
+from models import Counter, PointCounter, build_from_checkpoint
+from models.backbone import STAGE_CHANNELS
+from models.network import EVAL_PAD_MULTIPLE
+from models.precision import autocast_dtype
+from util.parity import compare_outputs, within_parity
+
+# DESIGN.md §5: images/s against upstream's eager fp32 network on the same image.
+EXACT_MIN_SPEEDUP, FAST_MIN_SPEEDUP = 1.6, 8.0
+
+
+class UpstreamEquivalent(nn.Module):
+    """What the upstream network computes at inference, for timing: ``counter``'s layers plus the
+    FPN branches upstream computes although no output reads them.
+
+    Upstream's FPN also runs ``P5_2`` (3x3 on the stride-16 lateral), ``P3_1`` (1x1 on stage 2, stride
+    4) added to the x2-upsampled ``P5_1 + P4_1`` sum, and ``P3_2`` (3x3 on that stride-4 map). Its
+    heads define ``conv3``/``conv4`` but never call them, so they are not computed here either.
+    Input ``[B, 3, H, W]`` in [0, 1]; outputs as ``PointCounter``.
+    """
+
+    def __init__(self, counter: PointCounter, channels: int = 256):
+        super().__init__()
+        self.counter = counter
+        self.P5_2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.P3_1 = nn.Conv2d(STAGE_CHANNELS[1], channels, kernel_size=1)
+        self.P3_2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def load_dead_branches(self, state: dict) -> bool:
+        """Copy ``fpn.P5_2/P3_1/P3_2`` tensors from an upstream state dict; False when it has none."""
+        names = [f"{name}.{kind}" for name in ("P5_2", "P3_1", "P3_2") for kind in ("weight", "bias")]
+        if any(f"fpn.{name}" not in state for name in names):
+            return False
+        with torch.no_grad():
+            for name in names:
+                self.get_parameter(name).copy_(state[f"fpn.{name}"].float())
+        return True
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> dict:
+        counter, fpn = self.counter, self.counter.fpn
+        stages = counter.backbone(counter.normalise(images))
+        lateral5 = fpn.P5_1(stages[3])
+        self.P5_2(lateral5)
+        merged4 = fpn.P4_1(stages[2]) + F.interpolate(lateral5, scale_factor=2, mode="nearest")
+        self.P3_2(self.P3_1(stages[1]) + F.interpolate(merged4, scale_factor=2, mode="nearest"))
+        return counter.heads(fpn.P4_2(merged4))
+
+
+def load_network(weight_path) -> tuple:
+    """``(PointCounter in eval mode, upstream state dict or {})``: the checkpoint's, or random weights."""
+    if weight_path and Path(weight_path).is_file():
+        model, _, content = build_from_checkpoint(weight_path, log=lambda message: None)
+        return model, content["model"]
+    if weight_path:
+        print(f"note: {weight_path} not found, using random weights")
+    torch.manual_seed(0)
+    return PointCounter().eval(), {}
+
+
+def bench_inference(args, device: torch.device) -> None:
+    network, state = load_network(args.weight_path)
+    image = read_rgb(args.image)
+    exact, fast = Counter(network, device=device), Counter(network, device=device, amp=True)
+    padded = exact.window(image, (0, -(-image.shape[0] // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE,
+                                  0, -(-image.shape[1] // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE))
+    network = network.to(device)
+    upstream = UpstreamEquivalent(network).eval()
+    torch.manual_seed(1)
+    dead_loaded = upstream.load_dead_branches(state)
+    upstream = upstream.to(device)
+
+    def whole_image(model):
+        with torch.inference_mode():
+            return {key: value[0] for key, value in model(padded).items()}
+
+    dtype = str(autocast_dtype(device)).replace("torch.", "")
+    modes = {"(a) upstream-equivalent fp32": lambda: whole_image(upstream),
+             "(b) exact mode fp32 (default)": lambda: exact.outputs(image),
+             f"(c) fast mode {dtype} (--amp)": lambda: fast.outputs(image),
+             "(d) PointCounter fp32 (training)": lambda: whole_image(network)}
+    seconds = interleaved_medians(modes, device, args.runs, args.warmup)
+    names = list(modes)
+    outputs = {name: fn() for name, fn in modes.items()}
+    # Fused convolutions are oneDNN calls that the FLOP counter does not see: (b) and (c) do (d)'s work.
+    flops = {names[0]: count_flops(modes[names[0]])}
+    flops.update(dict.fromkeys(names[1:], count_flops(modes[names[3]])))
+    rows = []
+    for name in names:
+        row = compare_outputs(outputs[name], outputs[names[0]])
+        rows.append([name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
+                     f"{seconds[names[0]] / seconds[name]:.2f}x", f"{flops[name] / 1e9:.1f}",
+                     f"{flops[name] / 1e9 / seconds[name]:.0f}", row["count"],
+                     f"{row['count'] - row['reference_count']:+d}", f"{row['max_logit_diff']:.1e}",
+                     f"{row['max_point_diff']:.1e}"])
+    print_table(f"inference: {Path(args.image).name} padded to {tuple(padded.shape[-2:])}, median of {args.runs} "
+                f"interleaved runs after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
+                f"{'' if dead_loaded else ' (dead branches random)'}",
+                ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "count", "count - (a)",
+                 "max |logit - (a)|", "max |point - (a)| px"], rows)
+    exact_speedup, fast_speedup = (seconds[names[0]] / seconds[name] for name in names[1:3])
+    exact_parity = within_parity(compare_outputs(outputs[names[1]], outputs[names[0]]))
+    for mode, speedup, goal in (("exact", exact_speedup, EXACT_MIN_SPEEDUP), ("fast", fast_speedup, FAST_MIN_SPEEDUP)):
+        print(f"{mode} mode >= {goal}x upstream: {speedup:.2f}x {verdict(speedup >= goal)}")
+    print(f"(b) within the parity tolerances of (a): {verdict(exact_parity)}; dead upstream branches: "
+          f"{100 * (1 - flops[names[3]] / flops[names[0]]):.1f} % of upstream's FLOPs")
+
+
+def write_folder(folder: Path, sources: list, count: int, size: tuple) -> None:
+    """``count`` JPEGs of ``size`` (width, height): crops of the ``sources`` pictures, resized and flipped."""
+    rng = np.random.default_rng(0)
+    pictures = [cv2.imread(str(path)) for path in sources]
+    for index in range(count):
+        picture = pictures[index % len(pictures)]
+        height, width = picture.shape[:2]
+        top, left = (int(rng.integers(0, side // 4 + 1)) for side in (height, width))
+        crop = cv2.resize(picture[top:, left:], size, interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"picture_{index:03d}.jpg"), crop[:, ::-1] if index % 2 else crop)
+
+
+def bench_folder(args, device: torch.device) -> None:
+    import run_test
+
+    network, _ = load_network(args.weight_path)
+    sources = [Path(args.image)] + sorted(Path(args.image).parent.glob("*.jpg"))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        write_folder(Path(folder), sources, args.folder_images, (1024, 768))
+        for amp in (False, True):
+            counter = Counter(network, device=device, amp=amp)
+            for workers in (0, 2):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    seconds = timed(lambda: run_test.count_images(counter, Path(folder), num_workers=workers), device)
+                rows.append(["fast" if amp else "exact", workers, f"{args.folder_images / seconds:.2f}",
+                             f"{1000 * seconds / args.folder_images:.0f}"])
+    print_table(f"folder: {args.folder_images} JPEGs of 1024x768 counted as run_test.py --input counts them "
+                "(decoding in loader workers while the network runs)",
+                ["mode", "--num_workers", "images/s", "ms/image"], rows)
+
