@@ -17,15 +17,15 @@ from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_
 from engine import NonFiniteLossError, evaluate, train_one_epoch
 from models import (Counter, ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint,
                     start_from_checkpoint)
-from models.checkpoint import CheckpointError, load_model_state, model_settings, signals_deferred
+from models.checkpoint import (CheckpointError, load_model_state, model_settings, read_training_checkpoint,
+                               signals_deferred)
 from models.precision import autocast_dtype
 from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
 from util.metrics import format_summary
 from util.misc import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, collate_crops, collate_images, error_line,
                        run_script, stop_on_sigterm)
 from util.options import build_parser, criterion_options, dataset_options, network_flags
-from util.training_run import (check_resumable, clear_run_files, decide_restoration, is_own_folder,
-                               read_training_checkpoint, resolve_resume)
+from util.training_run import check_resumable, clear_run_files, decide_restoration, is_own_folder, resolve_resume
 
 
 def rng_state() -> dict:

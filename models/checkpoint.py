@@ -18,6 +18,8 @@ from .network import ModelSettings
 DEAD_KEY_PREFIXES = ("fpn.P5_2.", "fpn.P3_1.", "fpn.P3_2.", "regression.conv3.", "regression.conv4.",
                      "classification.conv3.", "classification.conv4.", "restormer.")
 FORMAT = "dehaze-p2pnet"
+# What a checkpoint needs for --resume to continue its run (train.py writes them into latest.pth).
+TRAINING_STATE_KEYS = ("optimizer", "lr_scheduler", "epoch", "best", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -53,6 +55,18 @@ def read_checkpoint(path) -> dict:
         if content and all(isinstance(value, torch.Tensor) for value in content.values()):
             return {"model": content}
         raise CheckpointError(f"{path}: no 'model' key (keys: {sorted(content)[:8]})")
+    return content
+
+
+def read_training_checkpoint(path) -> dict:
+    """A checkpoint that ``--resume`` can continue: one ``train.py`` wrote as ``latest.pth``."""
+    content = read_checkpoint(path)
+    missing = [key for key in TRAINING_STATE_KEYS if key not in content]
+    if missing:
+        raise CheckpointError(
+            f"--resume {path}: not a training checkpoint (it has no {', '.join(missing)}); --resume continues a run "
+            "from the latest.pth that train.py writes. To start a new run from the network of best_mae.pth or of "
+            f"released weights, use --init_weights {path}")
     return content
 
 

@@ -1,16 +1,13 @@
 """What a training run may do with its folder and with the checkpoint it starts from: the run-folder
 rules, the resume rules and the one restoration decision. ``train.py`` wires them; each raises
-``ValueError`` (or ``RunFolderError``, ``CheckpointError``) with a one-line message for a user's mistake."""
+``ValueError`` (or ``RunFolderError``) with a one-line message for a user's mistake."""
 import shutil
 from pathlib import Path
 
-from models import ModelSettings, read_checkpoint
-from models.checkpoint import CheckpointError
 from util.misc import check_output_dir
 
 # The files a run writes into --output_dir; a folder holding any of them holds a run.
 RUN_FILES = ("latest.pth", "best_mae.pth", "log.txt", "tensorboard")
-TRAINING_STATE_KEYS = ("optimizer", "lr_scheduler", "epoch", "best", "rng")
 # Settings of the data a run trains and is evaluated on: a resumed run keeps them.
 DATA_SETTINGS = ("dataset_file", "train_list", "test_list")
 # Settings a resumed run takes from the command line although they change what it computes: any that
@@ -66,25 +63,14 @@ def clear_run_files(output_dir: Path) -> None:
             path.unlink()
 
 
-def read_training_checkpoint(path: Path) -> dict:
-    """A checkpoint that ``--resume`` can continue: one ``train.py`` wrote as ``latest.pth``."""
-    content = read_checkpoint(path)
-    missing = [key for key in TRAINING_STATE_KEYS if key not in content]
-    if missing:
-        raise CheckpointError(
-            f"--resume {path}: not a training checkpoint (it has no {', '.join(missing)}); --resume continues a run "
-            "from the latest.pth that train.py writes. To start a new run from the network of best_mae.pth or of "
-            f"released weights, use --init_weights {path}")
-    return content
-
-
-def check_resumable(path: Path, saved: dict, current: dict, network_flags: dict, settings: ModelSettings) -> list:
+def check_resumable(path: Path, saved: dict, current: dict, network_flags: dict, settings) -> list:
     """Check that a run saved with settings ``saved`` (its ``args``) can continue with ``current`` (this
     command's); return the ``TRAINING_SETTINGS`` that differ, as ``["--lr 0.001 (was 0.0001)", …]``.
 
     A resumed run keeps its data and its network: another dataset or list, or a ``network_flags``
     value (``--row``, ``--line``, ``--input_norm`` given on this command line) other than the
-    checkpoint's ``settings``, raises ``ValueError`` naming the flag and the way to start a new run instead.
+    checkpoint's ``settings`` (a ``models.ModelSettings``), raises ``ValueError`` naming the flag and
+    the way to start a new run instead.
     """
     for name in DATA_SETTINGS:
         if name in saved and saved[name] != current[name]:
