@@ -20,11 +20,13 @@ SUPPORTED_SUFFIXES = (".txt", ".mat")
 _FIELD_SEPARATOR = re.compile(r"[\s,]+")
 
 
-def read_points(path) -> np.ndarray:
+def read_points(path, allow_nonfinite: bool = False) -> np.ndarray:
     """Read the head points of one image.
 
     Args:
         path: annotation file (``str`` or ``Path``), ``.txt`` or ``.mat``.
+        allow_nonfinite: keep ``nan``/``inf`` coordinates of ``.txt`` files (for a converter that
+            reports them) instead of refusing the file.
 
     Returns:
         float32 array ``[N, 2]`` of ``(x, y)`` pixel coordinates, 0-based; ``(0, 2)`` when empty.
@@ -44,7 +46,7 @@ def read_points(path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: expected an annotation file ({suffix}) here, found none")
     if suffix == ".txt":
-        return _read_text_points(path)
+        return _read_text_points(path, allow_nonfinite)
     return _read_mat_points(path)
 
 
@@ -64,7 +66,7 @@ def points_outside(points, width: int, height: int) -> int:
     return int(np.count_nonzero(outside))
 
 
-def _read_text_points(path: Path) -> np.ndarray:
+def _read_text_points(path: Path, allow_nonfinite: bool) -> np.ndarray:
     points = []
     # utf-8-sig: annotation files written on Windows sometimes start with a byte-order mark.
     with open(path, encoding="utf-8-sig") as lines:
@@ -75,9 +77,11 @@ def _read_text_points(path: Path) -> np.ndarray:
             fields = _FIELD_SEPARATOR.split(stripped)
             try:
                 x, y = float(fields[0]), float(fields[1])
+                numeric = True
             except (IndexError, ValueError):
                 x = y = float("nan")
-            if not (np.isfinite(x) and np.isfinite(y)):
+                numeric = False
+            if not numeric or not (allow_nonfinite or (np.isfinite(x) and np.isfinite(y))):
                 raise ValueError(
                     f"{path}, line {line_number}: expected 'x y' as the first two numeric "
                     f"columns, got {stripped!r}"

@@ -1,0 +1,142 @@
+"""``tools/prepare_dataset.py``: each public release's layout becomes a ``Custom`` dataset with exactly
+the original points, and every annotation problem is reported."""
+import csv
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+from crowd_datasets import build_dataset
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import prepare_dataset  # noqa: E402
+
+SIZE = (90, 60)  # width, height of every fake picture
+POINTS = {"a": [[10.25, 20.5], [70.125, 5.0]], "b": [], "c": [[44.0, 33.75]]}
+SPLIT = {"a": "train", "b": "train", "c": "test"}
+
+
+def picture(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cv2.imwrite(str(path), rng.integers(0, 256, size=(SIZE[1], SIZE[0], 3), dtype=np.uint8))
+
+
+def shanghaitech_release(root):
+    for seed, (name, points) in enumerate(POINTS.items()):
+        folder = root / f"{SPLIT[name]}_data"
+        picture(folder / "images" / f"IMG_{name}.jpg", seed)
+        info = np.empty((1, 1), dtype=object)
+        location = np.array(points, dtype=np.float64).reshape(-1, 2)
+        info[0, 0] = np.array([[(location, np.array([[float(len(points))]]))]],
+                              dtype=[("location", object), ("number", object)])
+        (folder / "ground-truth").mkdir(exist_ok=True)
+        scipy.io.savemat(folder / "ground-truth" / f"GT_IMG_{name}.mat", {"image_info": info})
+    return root
+
+
+def qnrf_release(root):
+    for seed, (name, points) in enumerate(POINTS.items()):
+        folder = root / ("Train" if SPLIT[name] == "train" else "Test")
+        picture(folder / f"img_{name}.jpg", seed)
+        annotation = np.array(points, dtype=np.float64).reshape(-1, 2)
+        scipy.io.savemat(folder / f"img_{name}_ann.mat", {"annPoints": annotation})
+    return root
+
+
+def jhu_release(root):
+    for seed, (name, points) in enumerate(POINTS.items()):
+        folder = root / SPLIT[name]
+        picture(folder / "images" / f"{name}.jpg", seed)
+        (folder / "gt").mkdir(exist_ok=True)
+        (folder / "gt" / f"{name}.txt").write_text("".join(f"{x} {y} 4 4 0 1\n" for x, y in points))
+    return root
+
+
+def nwpu_release(root):
+    for seed, (name, points) in enumerate(POINTS.items()):
+        picture(root / "images" / f"{name}.jpg", seed)
+        (root / "jsons").mkdir(exist_ok=True)
+        (root / "jsons" / f"{name}.json").write_text(json.dumps({"img_id": f"{name}.jpg", "points": points}))
+    (root / "train.txt").write_text("a 0 1\nb 1 2\n")
+    (root / "val.txt").write_text("c 0 3\n")
+    return root
+
+
+def csv_release(root):
+    rows = [["image", "x", "y", "split"]]
+    for seed, (name, points) in enumerate(POINTS.items()):
+        picture(root / "pictures" / f"{name}.png", seed)
+        rows += [[f"pictures/{name}.png", x, y, SPLIT[name]] for x, y in points] or [[f"pictures/{name}.png", "", "",
+                                                                                       SPLIT[name]]]
+    with open(root / "heads.csv", "w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    return root / "heads.csv"
+
+
+RELEASES = {"shanghaitech": shanghaitech_release, "qnrf": qnrf_release, "jhu": jhu_release, "nwpu": nwpu_release,
+            "csv": csv_release}
+
+
+def points_by_name(dst, split):
+    dataset = build_dataset("Custom", "test", data_root=dst, list_path=f"{split}.list")
+    found = {}
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        name = next(key for key in POINTS if target["image_id"].endswith(key))
+        found[name] = (target["points"].numpy(), tuple(image.shape[1:]))
+    return found
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_each_release_becomes_a_custom_dataset_with_exactly_its_points(tmp_path, release, capsys):
+    src = RELEASES[release](tmp_path / "release")
+    assert prepare_dataset.main(["--format", release, "--src", str(src), "--dst", str(tmp_path / "out")]) == 0
+    assert "converted 2 train, 1 test images with 3 points" in capsys.readouterr().out
+    for split in ("train", "test"):
+        for name, (points, shape) in points_by_name(tmp_path / "out", split).items():
+            assert SPLIT[name] == split
+            np.testing.assert_array_equal(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2))
+            assert shape == (SIZE[1], SIZE[0])
+
+
+def test_max_side_scales_images_and_points_together(tmp_path, capsys):
+    src = jhu_release(tmp_path / "release")
+    assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "out"),
+                                 "--max_side", "45"]) == 0
+    for name, (points, shape) in points_by_name(tmp_path / "out", "train").items():
+        assert shape == (30, 45)
+        np.testing.assert_allclose(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2) / 2, atol=1e-5)
+
+
+def test_annotation_problems_are_reported_per_file_and_nothing_is_dropped_silently(tmp_path, capsys):
+    src = jhu_release(tmp_path / "release")
+    (src / "train" / "gt" / "a.txt").write_text("10 20\n200 30\n")      # off the 90 x 60 picture
+    (src / "train" / "gt" / "b.txt").write_text("10 70\n20 85\n")      # on the picture only as (y, x)
+    (src / "test" / "gt" / "c.txt").write_text("5 5\nnan 4\n")
+    code = prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "out")])
+    err = capsys.readouterr()
+    assert code == prepare_dataset.EXIT_PROBLEMS
+    assert "a.txt: 1 of 2 points lie off the 90 x 60 image; kept" in err.err
+    assert "b.txt: 2 of 2 points lie off the 90 x 60 image as (x, y) but all lie on it as (y, x)" in err.err
+    assert "c.txt: dropped 1 point(s) that are NaN or infinite" in err.err
+    assert "3 annotation file(s) with problems" in err.out
+    with pytest.warns(UserWarning, match="lie outside"):  # the dataset says so again when it reads them
+        kept = {name: len(points) for name, (points, _) in points_by_name(tmp_path / "out", "train").items()}
+    assert kept == {"a": 2, "b": 2}
+
+
+def test_bad_sources_and_used_destinations_are_one_line_errors(tmp_path, capsys):
+    missing = str(tmp_path / "none")
+    assert prepare_dataset.main(["--format", "qnrf", "--src", missing, "--dst", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.startswith("error: --src")
+    src = jhu_release(tmp_path / "release")
+    assert prepare_dataset.main(["--format", "shanghaitech", "--src", str(src), "--dst", str(tmp_path / "o")]) == 1
+    assert "ShanghaiTech" in capsys.readouterr().err
+    assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "o")]) == 0
+    assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "o")]) == 1
+    assert "already holds test.list, train.list" in capsys.readouterr().err
