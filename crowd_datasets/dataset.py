@@ -1,74 +1,14 @@
-"""One dataset class for every dataset, and the functions that find its files."""
+"""One dataset class for every dataset (its files come from ``layout.find_samples``), and the epoch-aware
+sampler that hands loader workers the epoch with every index."""
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from .annotations import points_outside, read_points
-from .image_io import IMAGE_SUFFIXES, is_image_file, printable, read_rgb, to_tensor
-from .registry import annotation_candidates
-
-
-@dataclass(frozen=True)
-class SampleFiles:
-    """The files of one image: the (degraded) image, its annotation, and its clean pair if any."""
-
-    image: Path
-    annotation: Path
-    clean: Optional[Path] = None
-
-
-def clean_pair(image: Path) -> Optional[Path]:
-    """The haze-free image with the same file name in the sibling ``HR/`` folder, if it exists."""
-    candidate = image.parent.parent / "HR" / image.name
-    return candidate if candidate.is_file() else None
-
-
-def samples_from_list(list_path: Path, data_root: Path) -> list:
-    """Read an upstream list file: one ``image_path annotation_path`` pair per line, both relative to
-    ``data_root`` (or absolute). Every named file must exist; errors give the list's line number."""
-    if not list_path.is_file():
-        raise FileNotFoundError(f"list file not found: {list_path} (expected lines 'image_path annotation_path')")
-    samples = []
-    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise ValueError(f"{list_path}, line {number}: expected 'image_path annotation_path', got {line!r}")
-        image, annotation = (data_root / field for field in fields)
-        for path, what in ((image, "image"), (annotation, "annotation")):
-            if not path.is_file():
-                raise FileNotFoundError(f"{list_path}, line {number}: {what} not found: {path}")
-        samples.append(SampleFiles(image, annotation, clean_pair(image)))
-    if not samples:
-        raise ValueError(f"list file {list_path} names no images")
-    return samples
-
-
-def samples_from_folder(image_dir: Path, data_root: Path = None, entry=None) -> list:
-    """Every image in ``image_dir`` (sorted by name), each with the annotation found by its stem."""
-    images = sorted(p for p in image_dir.iterdir() if is_image_file(p))
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-    samples = []
-    for image in images:
-        candidates = annotation_candidates(image, data_root, entry)
-        annotation = next((path for path in candidates if path.is_file()), None)
-        if annotation is None:
-            raise FileNotFoundError(f"no annotation for image {image}; looked for "
-                                    + ", ".join(str(path) for path in candidates))
-        samples.append(SampleFiles(image, annotation, clean_pair(image)))
-    return samples
-
-
-def count_clean_pairs(samples: list) -> int:
-    """How many of ``samples`` (``SampleFiles``) have a clean pair."""
-    return sum(sample.clean is not None for sample in samples)
+from .image_io import printable, read_rgb, to_tensor
+from .layout import count_clean_pairs
 
 
 def make_target(points: torch.Tensor, image_id: str) -> dict:
