@@ -167,34 +167,54 @@ def add_rain(
     return np.clip(rainy, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def random_weather(
-    clean: np.ndarray,
-    depth: np.ndarray | None,
-    kind: str,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Degrade ``clean`` with haze or rain of randomised strength.
+# Strength ranges per severity. Haze: the scattering coefficient beta per normalised depth unit (the
+# transmission at the farthest point is exp(-beta)) and the airlight; RESIDE (Li et al., TIP 2019)
+# draws beta in 0.6-1.8 and A in 0.7-1.0 on metric-scale indoor depth. Rain: streak seeds per streak
+# area, streak length as a fraction of the image height, peak brightness and the veil's beta, chosen
+# by eye to go from drizzle to a downpour. "mixed" is the demo datasets' spread over all of them.
+SEVERITIES = {
+    "haze": {"light": {"beta": (0.4, 0.9), "airlight": (0.75, 0.95)},
+             "moderate": {"beta": (0.9, 1.8), "airlight": (0.70, 0.95)},
+             "heavy": {"beta": (1.8, 3.0), "airlight": (0.70, 0.90)},
+             "mixed": {"beta": (1.0, 2.6), "airlight": (0.70, 0.95)}},
+    "rain": {"light": {"density": (0.02, 0.05), "length": (0.03, 0.07), "intensity": (0.3, 0.5),
+                       "veil": (0.05, 0.2)},
+             "moderate": {"density": (0.04, 0.08), "length": (0.05, 0.10), "intensity": (0.45, 0.7),
+                          "veil": (0.15, 0.4)},
+             "heavy": {"density": (0.08, 0.14), "length": (0.08, 0.14), "intensity": (0.6, 0.85),
+                       "veil": (0.4, 0.8)},
+             "mixed": {"density": (0.04, 0.10), "length": (0.05, 0.12), "intensity": (0.45, 0.8),
+                       "veil": (0.15, 0.5)}},
+}
 
-    The depth map is divided by its maximum first, so the strengths below hold for depth in
-    any unit (metres from an RGB-D sensor, relative depth from a generator). Haze: ``β`` in
-    ``[1.0, 2.6]`` per normalised depth unit (transmission at the farthest point 0.07–0.37),
-    greyish airlight 0.70–0.95 with a slight tint. Rain: 2–4 layers at −25…25° from the
-    vertical, streaks 5–12 % of the image height long, a veil with ``β`` in ``[0.15, 0.5]``.
 
-    Args:
-        clean: float ``H×W×3`` RGB in ``[0, 1]``.
-        depth: float ``H×W`` depth, larger = farther, with a positive maximum; may be
-            ``None`` for rain (uniform veil), required for haze.
-        kind: ``"haze"`` or ``"rain"``.
-        rng: source of all randomness.
-
-    Returns:
-        The degraded image, float32 ``H×W×3`` in ``[0, 1]``.
-    """
+def draw_weather(kind: str, rng: np.random.Generator, height: int, severity: str = "mixed") -> dict:
+    """Random parameters of one degradation of ``kind`` at ``severity`` (see ``SEVERITIES``) for an
+    image ``height`` pixels tall: haze ``beta``, ``airlight`` (RGB); rain ``angle_deg``, ``num_layers``,
+    ``density`` (seeds per pixel), ``streak_length`` (pixels), ``intensity``, ``veil_beta``, ``airlight``."""
     if kind not in WEATHER_KINDS:
         raise ValueError(f"weather kind {kind!r} is unknown; expected one of {', '.join(WEATHER_KINDS)}")
+    if severity not in SEVERITIES[kind]:
+        raise ValueError(f"severity {severity!r} is unknown; expected one of {', '.join(SEVERITIES[kind])}")
+    ranges = SEVERITIES[kind][severity]
+    if kind == "haze":
+        airlight = np.clip(rng.uniform(*ranges["airlight"]) + rng.uniform(-0.03, 0.03, 3), 0.0, 1.0)
+        return {"beta": float(rng.uniform(*ranges["beta"])), "airlight": [float(value) for value in airlight]}
+    streak_length = max(4.0, height * rng.uniform(*ranges["length"]))
+    # Seeds are set per unit of streak area so the rain looks equally dense at any resolution.
+    density = rng.uniform(*ranges["density"]) / streak_length
+    return {"angle_deg": float(rng.uniform(-25.0, 25.0)), "num_layers": int(rng.integers(2, 5)),
+            "density": float(density), "streak_length": float(streak_length),
+            "intensity": float(rng.uniform(*ranges["intensity"])), "veil_beta": float(rng.uniform(*ranges["veil"])),
+            "airlight": float(rng.uniform(0.75, 0.9))}
+
+
+def apply_weather(clean: np.ndarray, depth, kind: str, parameters: dict, rng: np.random.Generator) -> np.ndarray:
+    """Degrade ``clean`` (float ``H×W×3`` RGB in ``[0, 1]``) with ``draw_weather``'s ``parameters``.
+    ``depth`` (float ``H×W``, larger = farther) is divided by its maximum, so the strengths hold for
+    depth in any unit; haze needs it, rain uses it for its veil (``None``: a uniform veil). ``rng``
+    places the rain streaks. Returns float32 ``H×W×3`` in ``[0, 1]``."""
     clean = _check_image(clean, "clean")
-    height = clean.shape[0]
     if depth is not None:
         depth = _check_depth(depth, clean.shape[:2])
         if depth.max() <= 0:
@@ -202,23 +222,23 @@ def random_weather(
         depth = depth / depth.max()
     elif kind == "haze":
         raise ValueError("depth: haze needs a depth map, got None")
-
     if kind == "haze":
-        airlight = np.clip(rng.uniform(0.70, 0.95) + rng.uniform(-0.03, 0.03, 3), 0.0, 1.0)
-        return add_haze(clean, depth, rng.uniform(1.0, 2.6), airlight)
+        return add_haze(clean, depth, parameters["beta"], np.asarray(parameters["airlight"]))
+    return add_rain(clean, rng, depth, **parameters)
 
-    streak_length = max(4.0, height * rng.uniform(0.05, 0.12))
-    # Seeds are set per unit of streak area so the rain looks equally dense at any resolution.
-    density = rng.uniform(0.04, 0.10) / streak_length
-    return add_rain(
-        clean,
-        rng,
-        depth,
-        angle_deg=rng.uniform(-25.0, 25.0),
-        num_layers=int(rng.integers(2, 5)),
-        density=density,
-        streak_length=streak_length,
-        intensity=rng.uniform(0.45, 0.8),
-        veil_beta=rng.uniform(0.15, 0.5),
-        airlight=rng.uniform(0.75, 0.9),
-    )
+
+def random_weather(
+    clean: np.ndarray,
+    depth: np.ndarray | None,
+    kind: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Degrade ``clean`` with haze or rain of randomised ("mixed") strength: ``draw_weather`` then
+    ``apply_weather`` with the same ``rng``. Haze: ``β`` in ``[1.0, 2.6]`` per normalised depth unit
+    (transmission at the farthest point 0.07–0.37), greyish airlight 0.70–0.95 with a slight tint.
+    Rain: 2–4 layers at −25…25° from the vertical, streaks 5–12 % of the image height long, a veil
+    with ``β`` in ``[0.15, 0.5]``.
+    """
+    clean = _check_image(clean, "clean")
+    parameters = draw_weather(kind, rng, clean.shape[0])
+    return apply_weather(clean, depth, kind, parameters, rng)
