@@ -111,6 +111,7 @@ def add_rain(
     intensity: float = 0.6,
     veil_beta: float = 0.3,
     airlight: float | tuple[float, float, float] | np.ndarray = 0.85,
+    streak_width: float = 1.0,
 ) -> np.ndarray:
     """Add a light haze veil and several layers of oriented rain streaks.
 
@@ -130,6 +131,7 @@ def add_rain(
         intensity: peak streak brightness in ``[0, 1]`` in the nearest layer.
         veil_beta: scattering coefficient of the veil per depth unit (see ``add_haze``).
         airlight: veil colour, a scalar or an RGB triple in ``[0, 1]``.
+        streak_width: factor on every layer's streak width (its blur), > 0.
 
     Returns:
         The rainy image, float32 ``H×W×3`` in ``[0, 1]``.
@@ -144,6 +146,8 @@ def add_rain(
         raise ValueError(f"streak_length: expected at least 1 pixel, got {streak_length!r}")
     if not 0 <= intensity <= 1:
         raise ValueError(f"intensity: expected a value in [0, 1], got {intensity!r}")
+    if not streak_width > 0:
+        raise ValueError(f"streak_width: expected a positive factor, got {streak_width!r}")
     if depth is None:
         depth = np.ones((height, width), np.float32)
     rainy = add_haze(clean, depth, veil_beta, airlight)
@@ -157,7 +161,7 @@ def add_rain(
         length = max(2.0, streak_length * nearness * rng.uniform(0.85, 1.15))
         kernel = _streak_kernel(length, angle_deg + rng.normal(0.0, 2.5))
         layer_streaks = cv2.filter2D(noise, -1, kernel, borderType=cv2.BORDER_REFLECT)
-        width_sigma = 0.3 + 0.7 * nearness
+        width_sigma = (0.3 + 0.7 * nearness) * streak_width
         layer_streaks = cv2.GaussianBlur(layer_streaks, (0, 0), width_sigma)
         # Blurring spreads a 1-px line's energy over ~2.5·sigma px; undo that loss of peak brightness.
         layer_streaks *= min(2.5 * width_sigma, 3.0) * intensity * (0.5 + 0.5 * nearness)
@@ -171,20 +175,21 @@ def add_rain(
 # transmission at the farthest point is exp(-beta)) and the airlight; RESIDE (Li et al., TIP 2019)
 # draws beta in 0.6-1.8 and A in 0.7-1.0 on metric-scale indoor depth. Rain: streak seeds per streak
 # area, streak length as a fraction of the image height, peak brightness and the veil's beta, chosen
-# by eye to go from drizzle to a downpour. "mixed" is the demo datasets' spread over all of them.
+# by eye to go from drizzle to a downpour (heavier rain: longer, wider, more slanted streaks, a thicker
+# veil). "mixed" is the demo datasets' spread over all of them.
 SEVERITIES = {
     "haze": {"light": {"beta": (0.4, 0.9), "airlight": (0.75, 0.95)},
              "moderate": {"beta": (0.9, 1.8), "airlight": (0.70, 0.95)},
              "heavy": {"beta": (1.8, 3.0), "airlight": (0.70, 0.90)},
              "mixed": {"beta": (1.0, 2.6), "airlight": (0.70, 0.95)}},
     "rain": {"light": {"density": (0.02, 0.05), "length": (0.03, 0.07), "intensity": (0.3, 0.5),
-                       "veil": (0.05, 0.2)},
+                       "veil": (0.05, 0.2), "angle": (-15.0, 15.0), "width": 0.7},
              "moderate": {"density": (0.04, 0.08), "length": (0.05, 0.10), "intensity": (0.45, 0.7),
-                          "veil": (0.15, 0.4)},
+                          "veil": (0.15, 0.4), "angle": (-25.0, 25.0), "width": 1.0},
              "heavy": {"density": (0.08, 0.14), "length": (0.08, 0.14), "intensity": (0.6, 0.85),
-                       "veil": (0.4, 0.8)},
+                       "veil": (0.4, 0.8), "angle": (-35.0, 35.0), "width": 1.4},
              "mixed": {"density": (0.04, 0.10), "length": (0.05, 0.12), "intensity": (0.45, 0.8),
-                       "veil": (0.15, 0.5)}},
+                       "veil": (0.15, 0.5), "angle": (-25.0, 25.0), "width": 1.0}},
 }
 
 
@@ -203,10 +208,10 @@ def draw_weather(kind: str, rng: np.random.Generator, height: int, severity: str
     streak_length = max(4.0, height * rng.uniform(*ranges["length"]))
     # Seeds are set per unit of streak area so the rain looks equally dense at any resolution.
     density = rng.uniform(*ranges["density"]) / streak_length
-    return {"angle_deg": float(rng.uniform(-25.0, 25.0)), "num_layers": int(rng.integers(2, 5)),
+    return {"angle_deg": float(rng.uniform(*ranges["angle"])), "num_layers": int(rng.integers(2, 5)),
             "density": float(density), "streak_length": float(streak_length),
             "intensity": float(rng.uniform(*ranges["intensity"])), "veil_beta": float(rng.uniform(*ranges["veil"])),
-            "airlight": float(rng.uniform(0.75, 0.9))}
+            "airlight": float(rng.uniform(0.75, 0.9)), "streak_width": ranges["width"]}
 
 
 def apply_weather(clean: np.ndarray, depth, kind: str, parameters: dict, rng: np.random.Generator) -> np.ndarray:
