@@ -245,3 +245,19 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("DEHAZE_P2PNET_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / ".cache" / "dehaze-p2pnet"
+
+
+def test_the_python_that_tools_demo_sh_runs_imports():
+    """demo.sh picks its schedule with a Python one-liner; a renamed module once made it fall back to
+    the slow fp32 schedule without a word."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "tools" / "demo.sh").read_text()
+    imports = re.findall(r"from ([\w.]+) import ([\w, ]+)", script)
+    assert imports, "demo.sh no longer imports anything: update this test"
+    for module, names in imports:
+        loaded = importlib.import_module(module)
+        for name in names.split(","):
+            assert hasattr(loaded, name.strip()), f"demo.sh: {module} has no {name.strip()}"

@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # From scratch (no ImageNet download), with a higher learning rate than P2PNet's that drops tenfold
 # later on, so that a few minutes of CPU time learn to count. Where bf16 runs natively (CUDA, CPUs
 # with AVX512-BF16/AMX) --amp makes a step ~3x cheaper, and the time saved goes into more epochs.
-if .venv/bin/python -c "import sys, torch; from models.inference_model import autocast_dtype
-sys.exit(autocast_dtype('cuda' if torch.cuda.is_available() else 'cpu') == torch.float32)"; then
+# (An error here stops the script: it must not fall back to the slow schedule without a word.)
+native_bf16=$(.venv/bin/python -c "import torch; from models.precision import autocast_dtype
+print(int(autocast_dtype('cuda' if torch.cuda.is_available() else 'cpu') != torch.float32))")
+if [ "$native_bf16" = 1 ]; then
     schedule=(--amp --epochs 32 --lr_drop 20 --eval_freq 4)
 else
     schedule=(--epochs 12 --lr_drop 8 --eval_freq 2)
