@@ -3,6 +3,7 @@ import argparse
 import contextlib
 import os
 import pickle
+import shutil
 import signal
 import sys
 import tempfile
@@ -177,9 +178,15 @@ def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **ext
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as error:
             if os.path.exists(temporary):
                 os.unlink(temporary)
+            if isinstance(error, (OSError, RuntimeError)):
+                # A full disk surfaces from torch.save as "enforce fail at inline_container.cc … unexpected pos".
+                free = shutil.disk_usage(path.parent).free
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise CheckpointError(f"could not write {path} ({reason}); {free / 1e6:.0f} MB are free on its "
+                                      f"disk, which may be full; any earlier {path.name} is unchanged") from error
             raise
 
 
