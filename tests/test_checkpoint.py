@@ -125,17 +125,24 @@ def test_own_checkpoint_round_trip_restores_settings(tmp_path):
         assert torch.equal(value, model.state_dict()[key]), key
 
 
-def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure,expected,message", [
+    (KeyboardInterrupt(), KeyboardInterrupt, None),
+    # A full disk, as torch.save reports it.
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 189218816 vs 189218704"), CheckpointError,
+     r"could not write .*latest.pth \(\[enforce fail.*MB are free on its disk, which may be full; any earlier "
+     r"latest.pth is unchanged"),
+])
+def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure, expected, message):
     path = tmp_path / "latest.pth"
     random_checkpoint(path)
     before = path.read_bytes()
 
     def crash_midway(obj, file, *args, **kwargs):
         file.write(b"partial")
-        raise KeyboardInterrupt
+        raise failure
 
     monkeypatch.setattr(torch, "save", crash_midway)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(expected, match=message):
         save_checkpoint(path, PointCounter(), ModelSettings())
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["latest.pth"]
@@ -146,20 +153,3 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
     (tmp_path / ".best_mae.pth.x1y2.tmp").write_bytes(b"another file's temporary, not touched")
     random_checkpoint(tmp_path / "latest.pth")
     assert sorted(os.listdir(tmp_path)) == [".best_mae.pth.x1y2.tmp", "latest.pth"]
-
-
-def test_a_failed_write_such_as_a_full_disk_is_one_clear_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "latest.pth"
-    random_checkpoint(path)
-    before = path.read_bytes()
-
-    def disk_full(obj, file, *args, **kwargs):
-        file.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 189218816 vs 189218704")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match=r"could not write .*latest.pth \(\[enforce fail.*MB are free on its "
-                                              r"disk, which may be full; any earlier latest.pth is unchanged"):
-        save_checkpoint(path, PointCounter(), ModelSettings())
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["latest.pth"]
