@@ -98,9 +98,15 @@ def printable(path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` itself, or ``ValueError`` unless it is a non-empty ``H x W x 3`` uint8 array."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise ValueError(f"expected a non-empty H x W x 3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    return rgb
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 RGB -> float32 ``[3, H, W]`` in [0, 1] (the same values as torchvision's
     ``ToTensor``)."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
-        raise ValueError(f"expected a non-empty H x W x 3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    check_rgb(rgb)
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)

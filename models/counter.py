@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crowd_datasets.image_io import read_rgb, to_tensor
+from crowd_datasets.image_io import check_rgb, read_rgb, to_tensor
 from util.distributed import resolve_device
 
 from .checkpoint import build_from_checkpoint
@@ -80,10 +80,7 @@ class Counter:
         if not isinstance(image, np.ndarray):
             raise TypeError(f"expected an image path, an H x W x 3 uint8 RGB array or a [3, H, W] float tensor, "
                             f"got {type(image).__name__}")
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-            raise ValueError(f"expected a non-empty H x W x 3 uint8 RGB array, got shape {image.shape} "
-                             f"dtype {image.dtype}")
-        return image
+        return check_rgb(image)
 
     def window(self, image, box: tuple) -> torch.Tensor:
         """``[1, 3, h, w]`` float pixels of ``box`` ``(top, bottom, left, right)`` of the padded image,

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.annotations import points_outside, read_points  # noqa: E402
-from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, printable, read_rgb  # noqa: E402
+from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb  # noqa: E402
 from util.misc import error_line, run_script  # noqa: E402
+from util.visualize import write_rgb  # noqa: E402
 
 FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv")
 EXIT_PROBLEMS = 3
@@ -183,10 +184,7 @@ def convert(item: Item, dst: Path, max_side: int, say) -> tuple:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         points = points * np.array([size[0] / width, size[1] / height])
-        ok, encoded = cv2.imencode(image_path.suffix or ".jpg", resized[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise ValueError(f"{printable(image_path)}: OpenCV cannot write this format")
-        image_path.write_bytes(encoded.tobytes())
+        write_rgb(image_path, resized)
     else:
         shutil.copyfile(item.image, image_path)
     np.savetxt(annotation_path, points, fmt="%.9g")  # float32 round-trips exactly
@@ -235,7 +233,7 @@ def main(argv=None) -> int:
                                            lambda message: tqdm.write(message, file=sys.stderr))
             lines.setdefault(item.split, []).append(line)
             points, problems = points + count, problems + problem
-    except (FileNotFoundError, ValueError, KeyError, ImageReadError) as error:
+    except (OSError, ValueError, KeyError, ImageReadError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     for split, split_lines in lines.items():
