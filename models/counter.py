@@ -12,7 +12,8 @@ from util.distributed import resolve_device
 
 from .checkpoint import build_from_checkpoint
 from .inference_network import InferenceNetwork
-from .network import EVAL_PAD_MULTIPLE, FEATURE_STRIDE, PointCounter
+from .network import EVAL_PAD_MULTIPLE, FEATURE_STRIDE
+from .onnx_network import OnnxNetwork, is_onnx_file
 from .tiling import TILE_ALIGN, plan_tiles
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
@@ -33,6 +34,9 @@ def check_tile_size(tile_size: int) -> int:
 class Counter:
     """A network with its pre- and post-processing; ``counter(image)`` counts the people in one image.
 
+    ``model`` is a ``PointCounter`` (run as an ``InferenceNetwork`` on ``device``) or an
+    ``OnnxNetwork`` (an exported file run by onnxruntime, which chose its device when loaded).
+
     ``image`` is a file path, an ``H x W x 3`` uint8 RGB array, or a float ``[3, H, W]`` tensor with
     pixels in [0, 1]. Images are padded at the bottom and right to multiples of 128, as upstream
     evaluates. Images larger than ``tile_size`` (pixels per side; 0: never) run as overlapping tiles
@@ -41,10 +45,16 @@ class Counter:
     pixels are refused before decoding (``ImageReadError``).
     """
 
-    def __init__(self, model: PointCounter, device="cpu", threshold: float = 0.5, amp: bool = False,
+    def __init__(self, model, device="cpu", threshold: float = 0.5, amp: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: int = DEFAULT_TILE_SIZE):
-        self.device = resolve_device(device)
-        self.network = InferenceNetwork(model, self.device, amp=amp)
+        if isinstance(model, OnnxNetwork):
+            if amp:
+                raise ValueError(f"fast mode (--amp) is for PyTorch checkpoints; {model.path.name} runs in fp32 "
+                                 "with onnxruntime")
+            self.network = model
+        else:
+            self.network = InferenceNetwork(model, resolve_device(device), amp=amp)
+        self.device = self.network.device
         self.threshold = threshold
         self.max_pixels = max_pixels
         self.tile_size = check_tile_size(tile_size)
@@ -52,10 +62,18 @@ class Counter:
     @classmethod
     def from_checkpoint(cls, path, device="auto", threshold: float = 0.5, input_norm: str = None, amp: bool = False,
                         log=None, max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: int = DEFAULT_TILE_SIZE):
-        """Load a checkpoint written by this project or in the upstream layout (strictly).
+        """Load a checkpoint written by this project or in the upstream layout (strictly), or an
+        ``.onnx`` file from ``tools/export_onnx.py`` (run by onnxruntime, in fp32).
 
         ``input_norm`` overrides the stored setting; original P2PNet checkpoints need ``"imagenet"``.
+        An ONNX file has its normalisation in the graph: ``input_norm`` may only repeat it.
         """
+        if is_onnx_file(path):
+            network = OnnxNetwork(path, resolve_device(device), log=log or print)
+            if input_norm not in (None, network.settings.input_norm):
+                raise ValueError(f"--input_norm {input_norm}: {path} normalises its input with "
+                                 f"{network.settings.input_norm!r} inside the graph; drop the flag")
+            return cls(network, threshold=threshold, amp=amp, max_pixels=max_pixels, tile_size=tile_size)
         model, _, _ = build_from_checkpoint(path, input_norm=input_norm, log=log)
         return cls(model, device=device, threshold=threshold, amp=amp, max_pixels=max_pixels, tile_size=tile_size)
 

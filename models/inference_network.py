@@ -156,7 +156,7 @@ class InferenceNetwork(nn.Module):
     ``forward(images [1, 3, H, W] float pixels in [0, 1], H and W multiples of 16, restore=False)``
     returns the ``PointCounter``'s outputs as float32: ``pred_logits [1, A, 2]``, ``pred_points [1, A,
     2]`` ``(x, y)`` pixels of ``images``, and with ``restore`` ``pred_restored [1, 3, H, W]``.
-    Attributes: ``settings`` (the ``ModelSettings``), ``amp`` (fast mode), ``padding_fill`` (``[3]``,
+    Attributes: ``settings`` (the ``ModelSettings``), ``device``, ``amp`` (fast mode), ``padding_fill`` (``[3]``,
     the pixel value that normalises to zero, for padding) and ``has_restoration``.
     """
 
@@ -172,6 +172,7 @@ class InferenceNetwork(nn.Module):
         # Pixels are normalised in fp32 (a bf16 ImageNet mean is off by up to 2e-3), then cast.
         network.input_mean, network.input_std = (buffer.to(device) for buffer in (model.input_mean, model.input_std))
         self.network = network
+        self.device = device
         self.settings = network.settings
         self.amp = amp
         self.has_restoration = network.restoration is not None

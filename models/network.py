@@ -16,6 +16,13 @@ FEATURE_STRIDE = 8
 EVAL_PAD_MULTIPLE = 128
 
 
+def normalisation(input_norm: str) -> tuple:
+    """``(mean, std)``, three floats each, that the network applies to [0, 1] pixels for ``input_norm``."""
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+    return (IMAGENET_MEAN, IMAGENET_STD) if input_norm == "imagenet" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
 @dataclass
 class ModelSettings:
     """Everything needed to rebuild a network; stored in every checkpoint this project writes.
@@ -109,11 +116,9 @@ class PointCounter(nn.Module):
         if self.settings.restoration:
             from .restoration import RestorationModule
             self.restoration = RestorationModule(stage_channels=STAGE_CHANNELS[:3])
-        imagenet = self.settings.input_norm == "imagenet"
-        mean = torch.tensor(IMAGENET_MEAN if imagenet else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD if imagenet else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
-        self.register_buffer("input_mean", mean, persistent=False)
-        self.register_buffer("input_std", std, persistent=False)
+        mean, std = normalisation(self.settings.input_norm)
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def padding_fill(self) -> torch.Tensor:

@@ -6,6 +6,7 @@ and point deviation and whether every decisive anchor (reference person score fa
 from the threshold) is classified the same. The last line says PASS or FAIL.
 
     python tools/parity.py [--reference ../shared/reference] [--images ../shared/real_samples]
+    python tools/parity.py --weight_path reference.onnx   # the reference checkpoint exported to ONNX
 """
 import argparse
 import json
@@ -27,10 +28,14 @@ def main(argv=None) -> int:
                         help="folder with upstream_format_checkpoint.pth and *_reference_outputs.npz")
     parser.add_argument("--images", default=str(ROOT.parent / "shared" / "real_samples"),
                         help="folder with the reference images")
+    parser.add_argument("--weight_path", default=None,
+                        help="the reference checkpoint in another form, e.g. exported by tools/export_onnx.py "
+                             "(default: upstream_format_checkpoint.pth in --reference)")
     parser.add_argument("--device", default="cpu", help="device to run on")
     args = parser.parse_args(argv)
     reference_dir, image_dir = Path(args.reference), Path(args.images)
-    counter = Counter.from_checkpoint(reference_dir / "upstream_format_checkpoint.pth", device=args.device,
+    weight_path = args.weight_path or reference_dir / "upstream_format_checkpoint.pth"
+    counter = Counter.from_checkpoint(weight_path, device=args.device,
                                       log=lambda message: None)
     counts = json.loads((reference_dir / "reference_counts.json").read_text())
     ok = True
