@@ -1,8 +1,11 @@
-"""Count people with a trained checkpoint, in your own images or on a dataset's test split.
+"""Count people with a trained checkpoint (or its ONNX export), in your own images and videos or on a
+dataset's test split.
 
     python run_test.py --weight_path weights/Hazy_JHU_best.pth --input photos/ --output_dir out/
+    python run_test.py --weight_path weights/Hazy_JHU_best.pth --input street.mp4 --output_dir out/
 """
 import csv
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,21 +22,24 @@ from models.counter import check_tile_size
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
 from util.distributed import DistributedState, all_gather_objects, cleanup, init_distributed, resolve_device
-from util.misc import check_output_dir, collate_images, error_line, return_freed_memory_to_the_system, run_script
+from util.misc import (EXIT_INTERRUPTED, check_output_dir, collate_images, error_line,
+                       return_freed_memory_to_the_system, run_script)
 from util.options import build_parser, dataset_options
-from util.visualize import draw_points, write_rgb
+from util.video import FALLBACK_FPS, VideoError, VideoSource, VideoWriter, is_live_source, is_video_file
+from util.visualize import draw_label, draw_points, write_rgb
 
 EXIT_SKIPPED = 3
 
 
 def list_inputs(path: Path) -> list:
-    """An image file, or the non-hidden entries of a folder (sorted by name; sub-folders and broken
+    """An image or video file, or the non-hidden entries of a folder (sorted by name; sub-folders and broken
     links too, so that they are reported as skipped rather than passed over)."""
     if path.is_file():
         return [path]
     if path.is_dir():
         return sorted(p for p in path.iterdir() if not p.name.startswith("."))
-    raise FileNotFoundError(f"--input {path}: no such file or folder (expected an image or a folder of images)")
+    raise FileNotFoundError(f"--input {path}: no such file or folder (expected an image, a video, a folder of "
+                            "them, a camera index or a stream URL)")
 
 
 def output_stems(files: list) -> dict:
@@ -53,20 +59,20 @@ def output_stems(files: list) -> dict:
 
 
 def skip_reason(path: Path):
-    """Why ``path`` from ``--input`` is not counted, or ``None`` for an image file to decode."""
+    """Why ``path`` from ``--input`` is not counted, or ``None`` for an image or video file."""
     if path.is_dir():
         return "a folder (sub-folders are not searched)"
     if not path.exists():
         return "a broken link" if path.is_symlink() else "no such file"
-    if not is_image_file(path):
-        return f"not an image file (suffix {path.suffix or 'none'})"
+    if not is_image_file(path) and not is_video_file(path):
+        return f"not an image or video file (suffix {path.suffix or 'none'})"
     return None
 
 
 class PictureFiles(Dataset):
     """Files of ``--input`` (those at ``indices`` of ``files``), decoded in the loader's workers while
     the network runs: item ``i`` is ``(indices[i], H x W x 3 uint8 RGB array or None, None or why the
-    file is skipped)``."""
+    file is skipped)``; a video file is ``(indices[i], None, None)``, left to ``count_video``."""
 
     def __init__(self, files: list, indices: list, max_pixels: int):
         self.files, self.indices, self.max_pixels = files, indices, max_pixels
@@ -78,7 +84,7 @@ class PictureFiles(Dataset):
         index = self.indices[position]
         path = self.files[index]
         reason = skip_reason(path)
-        if reason is not None:
+        if reason is not None or is_video_file(path):
             return index, None, reason
         try:
             return index, read_rgb(path, self.max_pixels), None
@@ -92,22 +98,24 @@ def as_read(item):
 
 
 def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False,
-                 num_workers: int = 2, state: DistributedState = DistributedState()) -> int:
-    """Count people in every image under ``input_path``; print a line per image and a summary.
+                 num_workers: int = 2, state: DistributedState = DistributedState(), frame_stride: int = 1,
+                 save_frame_points: bool = False) -> int:
+    """Count people in every image and video under ``input_path``; print a line per image and a summary.
     With ``save_restored`` also write the restoration module's output to ``output_dir/restored/``.
-    ``num_workers`` loader processes decode the next pictures while the network counts. Under
-    ``torchrun`` each process counts every ``world_size``-th file and the first writes ``counts.csv``
-    and the summary for all, as one process would.
+    ``num_workers`` loader processes decode the next pictures while the network counts. Each video is
+    counted by ``count_video`` into ``output_dir/<its name>/``. Under ``torchrun`` each process counts
+    every ``world_size``-th file and the first writes ``counts.csv`` and the summary for all, as one
+    process would.
 
-    Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image (not
-    under torchrun, which reports any exit code but 0 as a failed run).
+    Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image or
+    video (not under torchrun, which reports any exit code but 0 as a failed run).
     """
     files = list_inputs(input_path)
-    stems = output_stems([f for f in files if is_image_file(f)])
+    stems = output_stems([f for f in files if is_image_file(f) or is_video_file(f)])
     mine = list(range(state.rank, len(files), state.world_size))
     loader = DataLoader(PictureFiles(files, mine, counter.max_pixels), batch_size=None, collate_fn=as_read,
                         num_workers=num_workers if len(mine) > 1 else 0)
-    rows, skipped = [], []
+    rows, skipped, videos = [], [], 0
     # One process writes counts.csv row by row, so an interrupted run keeps what it counted.
     counts_file = open(output_dir / "counts.csv", "w", newline="") if output_dir and not state.distributed else None
     counts_csv = csv.writer(counts_file) if counts_file is not None else None
@@ -115,9 +123,15 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
         counts_csv.writerow(["image", "count"])
     started = time.perf_counter()
     try:
-        for index, rgb, reason in tqdm(loader, desc="counting", unit="img", disable=None if len(mine) > 1 else True):
+        for index, rgb, reason in tqdm(loader, desc="counting", unit="file", disable=None if len(mine) > 1 else True):
             path = files[index]
             name = printable(path.name)
+            if reason is None and rgb is None:
+                videos += 1
+                video_dir = output_dir / stems[path] if output_dir is not None else None
+                if count_video(counter, path, video_dir, frame_stride, save_frame_points, name) != 0:
+                    skipped.append(index)
+                continue
             if reason is not None:
                 skipped.append(index)
                 tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
@@ -137,9 +151,10 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     finally:
         if counts_file is not None:
             counts_file.close()
-    gathered = all_gather_objects((rows, skipped))
-    rows = sorted(row for part, _ in gathered for row in part)
-    skipped = [index for _, part in gathered for index in part]
+    gathered = all_gather_objects((rows, skipped, videos))
+    rows = sorted(row for part, _, _ in gathered for row in part)
+    skipped = [index for _, part, _ in gathered for index in part]
+    videos = sum(part for _, _, part in gathered)
     elapsed = time.perf_counter() - started
     if state.is_main:
         if output_dir is not None and state.distributed:
@@ -147,11 +162,80 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
                 csv.writer(file).writerows([["image", "count"]] + [[name, count] for _, name, count in rows])
         rate = len(rows) / elapsed if elapsed > 0 else float("inf")
         print(f"counted {len(rows)} images, {sum(count for _, _, count in rows)} people in total, "
-              f"{len(skipped)} files skipped, {rate:.2f} images/s")
+              + (f"{videos} videos, " if videos else "") + f"{len(skipped)} files skipped, {rate:.2f} images/s")
         if output_dir is not None:
             print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
     # torchrun turns any other exit code of a process into a failure report of its own.
     return EXIT_SKIPPED if skipped and not state.distributed else 0
+
+
+def source_name(source) -> str:
+    """How a video source is named in printouts: a file's name, ``camera N``, or a URL without the
+    user name and password it may carry."""
+    if isinstance(source, Path):
+        return printable(source.name)
+    return f"camera {source}" if source.isdigit() else re.sub(r"//[^/@]*@", "//", source)
+
+
+def count_video(counter: Counter, source, output_dir: Path = None, frame_stride: int = 1,
+                save_frame_points: bool = False, name: str = None) -> int:
+    """Count people in every ``frame_stride``-th frame of a video file (``Path``), a camera index or a
+    stream URL (``str``); print a line per frame and a summary.
+
+    With ``output_dir``: ``counts.csv`` (``frame,time_s,count``), ``vis.mp4`` (the counted frames with
+    their points and count drawn, at the source's frame rate divided by ``frame_stride``) and with
+    ``save_frame_points`` ``points/<frame>.csv``, all written frame by frame: Ctrl-C keeps what was
+    counted. Ctrl-C ends a camera or stream normally; for a file it is raised again once everything is
+    written. Returns 0, or ``EXIT_SKIPPED`` when the source cannot be opened or the file ends before
+    the frame count it declares.
+    """
+    name = name or source_name(source)
+    try:
+        video = VideoSource(source, frame_stride, counter.max_pixels)
+    except VideoError as error:
+        tqdm.write(f"skipped {name}: {error.reason}", file=sys.stderr)
+        return EXIT_SKIPPED
+    counts, counts_file, writer = [], None, None
+    try:
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            counts_file = open(output_dir / "counts.csv", "w", newline="")
+            counts_csv = csv.writer(counts_file)
+            counts_csv.writerow(["frame", "time_s", "count"])
+            writer = VideoWriter(output_dir / "vis.mp4", (video.fps or FALLBACK_FPS) / frame_stride)
+        total = -(-video.frame_count // frame_stride) if video.frame_count else None
+        for index, time_s, rgb in tqdm(video, total=total, desc=name, unit="frame", disable=None):
+            result = counter.predict(rgb)
+            counts.append(result["count"])
+            tqdm.write(f"frame {index} ({time_s:.2f} s): {result['count']}")
+            if output_dir is None:
+                continue
+            counts_csv.writerow([index, f"{time_s:.3f}", result["count"]])
+            counts_file.flush()
+            writer.write(draw_label(draw_points(rgb, result["points"]), f"frame {index}: {result['count']} people"))
+            if save_frame_points:
+                write_points_csv(output_dir / "points" / f"{index:06d}.csv", result["points"], result["scores"])
+    except KeyboardInterrupt:
+        if not video.live:
+            raise
+        tqdm.write(f"{name}: stopped by Ctrl-C after frame {video.frames_read - 1}")
+    finally:
+        video.close()
+        if writer is not None:
+            writer.close()
+        if counts_file is not None:
+            counts_file.close()
+    mean = f", {sum(counts) / len(counts):.1f} people per frame on average, {max(counts)} at most" if counts else ""
+    every = "every frame" if frame_stride == 1 else f"1 frame in {frame_stride}"
+    print(f"{name}: counted {len(counts)} frames ({every}){mean}")
+    if output_dir is not None:
+        print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"
+              + (f", {output_dir / 'points'}/" if save_frame_points else ""))
+    if video.ended_early:
+        tqdm.write(f"{name}: the video ended after {video.frames_read} of the {video.frame_count} frames its file "
+                   "declares (a truncated file?)", file=sys.stderr)
+        return EXIT_SKIPPED
+    return 0
 
 
 def write_points_csv(path: Path, points, scores) -> None:
@@ -191,8 +275,15 @@ def main(argv=None) -> int:
         check_tile_size(args.tile_size)
     except ValueError as error:
         parser.error(f"--{error}")
+    if args.frame_stride < 1:
+        parser.error(f"--frame_stride must be at least 1, got {args.frame_stride}")
     if (args.input is None) == (args.dataset_file is None):
-        parser.error("give either --input (an image or a folder) or --dataset_file (a dataset's test split)")
+        parser.error("give either --input (an image, a video, a folder, a camera or a stream) or --dataset_file "
+                     "(a dataset's test split)")
+    video = args.input is not None and not Path(args.input).is_dir() and (
+        is_video_file(args.input) or (is_live_source(args.input) and not Path(args.input).exists()))
+    if video and args.save_restored:
+        parser.error("--save_restored writes restored pictures; it does not apply to video input")
     try:
         if args.output_dir:
             check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
@@ -209,10 +300,24 @@ def main(argv=None) -> int:
         if args.save_restored and (output_dir is None or not counter.has_restoration):
             parser.error("--save_restored needs --output_dir and a checkpoint trained with the restoration module "
                          f"({args.weight_path} has {'it' if counter.has_restoration else 'none'})")
-        return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state)
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
+        if video:
+            if state.distributed:
+                raise ValueError(f"--input {args.input}: a single video is counted by one process; run it without "
+                                 "torchrun (folders of pictures and videos are split across processes)")
+            source = args.input if is_live_source(args.input) and not Path(args.input).exists() else Path(args.input)
+            if isinstance(source, Path) and not source.is_file():
+                raise FileNotFoundError(f"--input {source}: no such file")
+            return count_video(counter, source, output_dir, args.frame_stride, args.save_frame_points)
+        return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state,
+                            args.frame_stride, args.save_frame_points)
+    except BrokenPipeError:
+        raise  # output piped into a program that stopped reading: run_script ends quietly
+    except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C; what was counted so far is written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         cleanup()
 

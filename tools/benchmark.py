@@ -11,6 +11,8 @@ Sections (``--only``, comma separated):
   plain ``PointCounter``, on the same padded image, runs interleaved; FLOPs, counts, deviations from (a).
 - ``folder``: images/s of ``run_test.py --input`` on a folder of 1024x768 JPEGs, exact and fast mode,
   with the pictures decoded in the main process and in 2 loader workers.
+- ``onnx``: images/s of the checkpoint exported to ONNX and run by onnxruntime against exact and fast
+  mode, at 512x384 and 1024x768.
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
 - ``training``: one training step in fp32 and with ``--amp`` for 1, 2 and 8 images x ``--num_crops`` crops.
@@ -28,13 +30,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark_inference import bench_folder, bench_inference  # noqa: E402
+from benchmark_inference import bench_folder, bench_inference, bench_onnx  # noqa: E402
 from benchmark_training import bench_irm, bench_loader, bench_training  # noqa: E402
 from models.precision import autocast_dtype, cpu_has_native_bf16  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
 
-SECTIONS = {"inference": bench_inference, "folder": bench_folder, "irm": bench_irm, "loader": bench_loader,
-            "training": bench_training}
+SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
+            "loader": bench_loader, "training": bench_training}
 SHARED = ROOT.parent / "shared"
 
 
@@ -78,7 +80,7 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.crop_size < 16 or args.crop_size % 16:
         parser.error(f"--crop_size must be a positive multiple of 16, got {args.crop_size}")
-    if {"inference", "folder"} & set(sections) and not Path(args.image).is_file():
+    if {"inference", "folder", "onnx"} & set(sections) and not Path(args.image).is_file():
         parser.error(f"--image {args.image}: no such file")
     return args
 

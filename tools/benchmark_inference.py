@@ -151,3 +151,33 @@ def bench_folder(args, device: torch.device) -> None:
                 "(decoding in loader workers while the network runs)",
                 ["mode", "--num_workers", "images/s", "ms/image"], rows)
 
+
+
+def bench_onnx(args, device: torch.device) -> None:
+    """images/s of the checkpoint exported to ONNX and run by onnxruntime, against exact and fast mode,
+    on the ``--image`` resized to 512x384 and 1024x768."""
+    from models.onnx_network import OnnxNetwork, export_onnx
+
+    network, _ = load_network(args.weight_path)
+    picture = read_rgb(args.image)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(network, Path(folder) / "model.onnx")
+        counters = {"exact mode fp32": Counter(network, device=device),
+                    f"fast mode {str(autocast_dtype(device)).replace('torch.', '')}": Counter(network, device=device,
+                                                                                             amp=True),
+                    "onnxruntime fp32": Counter(OnnxNetwork(path, device))}
+        for size in ((512, 384), (1024, 768)):
+            image = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+            modes = {name: (lambda counter=counter: counter.outputs(image)) for name, counter in counters.items()}
+            seconds = interleaved_medians(modes, device, args.runs, args.warmup)
+            exact = modes["exact mode fp32"]()
+            for name, run in modes.items():
+                row = compare_outputs(run(), exact)
+                rows.append([f"{size[0]}x{size[1]}", name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
+                             f"{seconds['exact mode fp32'] / seconds[name]:.2f}x", row["count"],
+                             f"{row['max_logit_diff']:.1e}", f"{row['max_point_diff']:.1e}"])
+    print_table(f"onnx: the checkpoint exported by tools/export_onnx.py, run by onnxruntime through Counter, median "
+                f"of {args.runs} interleaved runs after {args.warmup} warm-up",
+                ["input", "mode", "ms/image", "images/s", "vs exact", "count", "max |logit - exact|",
+                 "max |point - exact| px"], rows)

@@ -140,9 +140,17 @@ def build_parser(script: str) -> argparse.ArgumentParser:
                            help="checkpoint to evaluate: one written by train.py, a released Dehaze-P2PNet "
                                 "checkpoint or an original P2PNet one (with --input_norm imagenet)")
         group.add_argument("--input", default=None,
-                           help="an image file or a folder of images to count people in")
+                           help="what to count people in: an image, a video file (mp4, avi, mkv, mov, ...), a "
+                                "folder of images and videos, a camera index (0) or a stream URL (rtsp://...)")
+        group.add_argument("--frame_stride", type=int, default=1,
+                           help="with video input: count every N-th frame")
+        group.add_argument("--save_frame_points", action="store_true",
+                           help="with video input and --output_dir: also write points/<frame>.csv for every "
+                                "counted frame")
         group.add_argument("--output_dir", default=None,
-                           help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg; "
+                           help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg "
+                                "(for a video: counts.csv per frame and vis.mp4; a video in a folder writes "
+                                "them to <its name>/); "
                                 "with --dataset_file: per-image results (per_image.csv) and counts.png "
                                 "(nothing is written when omitted)")
         group.add_argument("--tile_size", type=int, default=DEFAULT_TILE_SIZE,

@@ -27,3 +27,17 @@ def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> None:
     if not ok:
         raise OSError(f"could not encode image {path}")
     encoded.tofile(path)
+
+
+def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
+    """Return a copy of ``H x W x 3`` uint8 RGB ``rgb`` with ``text`` in white on a dark box at the top
+    left, sized to about 4 % of the picture's height (at least legible on small frames)."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    scale = max(0.4, canvas.shape[0] / 900)
+    thickness = max(1, int(round(scale * 2)))
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    margin = max(2, height // 3)
+    cv2.rectangle(canvas, (0, 0), (width + 2 * margin, height + baseline + 2 * margin), (0, 0, 0), thickness=-1)
+    cv2.putText(canvas, text, (margin, margin + height), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thickness, lineType=cv2.LINE_AA)
+    return canvas

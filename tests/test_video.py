@@ -1,0 +1,170 @@
+"""Video input of ``run_test.py``: per-frame counts equal the frames counted as pictures, vis.mp4 holds
+every counted frame, strides, folders that mix pictures and videos, broken videos, Ctrl-C."""
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+import run_test
+from crowd_datasets.demo import make_scene
+from util.video import VideoSource, VideoWriter
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
+
+FPS = 8.0
+
+
+def write_clip(path, size=(320, 240)):
+    """A short mp4 from demo pictures and crops of a real sample, its last two frames repeated;
+    returns the number of frames."""
+    rng = np.random.default_rng(0)
+    real = cv2.imread(str(REAL_SAMPLES / "A_IMG_160.jpg"))[:, :, ::-1]
+    width, height = size
+    frames = [make_scene(rng, size).image for _ in range(3)]
+    frames += [np.ascontiguousarray(real[:height, shift:shift + width]) for shift in (0, 70, 150)]
+    frames += frames[-2:]
+    writer = VideoWriter(path, FPS)
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    return len(frames)
+
+
+def decoded_frames(path) -> list:
+    """Every frame of the video at ``path`` as OpenCV decodes it (BGR)."""
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def read_csv(path) -> list:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video")
+    frames = write_clip(folder / "clip.mp4")
+    # The decoded frames, losslessly, to count as pictures.
+    pictures = folder / "frames"
+    pictures.mkdir()
+    decoded = decoded_frames(folder / "clip.mp4")
+    assert len(decoded) == frames
+    for index, frame in enumerate(decoded):
+        cv2.imwrite(str(pictures / f"{index:06d}.png"), frame)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def picture_counts(clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pictures")
+    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "frames"),
+                          "--output_dir", str(out)]) == 0
+    return [int(row["count"]) for row in read_csv(out / "counts.csv")]
+
+
+def test_video_counts_equal_the_frames_counted_as_pictures(clip, picture_counts, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+                          "--output_dir", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    rows = read_csv(out / "counts.csv")
+    assert [int(row["frame"]) for row in rows] == list(range(len(picture_counts)))
+    assert [int(row["count"]) for row in rows] == picture_counts
+    assert len(set(picture_counts)) > 2
+    assert [float(row["time_s"]) for row in rows] == [round(index / FPS, 3) for index in range(len(rows))]
+    assert f"frame 5 ({5 / FPS:.2f} s): {picture_counts[5]}" in printed
+    vis = decoded_frames(out / "vis.mp4")
+    assert len(vis) == len(picture_counts) and vis[0].shape == (240, 320, 3)
+    assert cv2.VideoCapture(str(out / "vis.mp4")).get(cv2.CAP_PROP_FPS) == FPS
+    assert not (out / "points").exists()
+
+
+def test_frame_stride_counts_every_nth_frame_and_writes_their_points(clip, picture_counts, tmp_path):
+    out = tmp_path / "out"
+    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+                          "--output_dir", str(out), "--frame_stride", "3", "--save_frame_points"]) == 0
+    rows = read_csv(out / "counts.csv")
+    assert [int(row["frame"]) for row in rows] == [0, 3, 6]
+    assert [int(row["count"]) for row in rows] == picture_counts[::3]
+    assert len(decoded_frames(out / "vis.mp4")) == 3
+    assert cv2.VideoCapture(str(out / "vis.mp4")).get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 3, abs=1e-3)
+    for row in rows:
+        points = read_csv(out / "points" / f"{int(row['frame']):06d}.csv")
+        assert len(points) == int(row["count"])
+
+
+def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos(clip, picture_counts, tmp_path,
+                                                                                   capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes((clip / "clip.mp4").read_bytes())
+    (folder / "clip.png").write_bytes((clip / "frames" / "000004.png").read_bytes())
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    writer = cv2.VideoWriter(str(folder / "cut.avi"), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 128))
+    for _ in range(10):
+        writer.write(np.random.default_rng(0).integers(0, 256, (128, 160, 3), dtype=np.uint8))
+    writer.release()
+    data = (folder / "cut.avi").read_bytes()
+    (folder / "cut.avi").write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(folder), "--output_dir", str(out)])
+    printed = capsys.readouterr()
+    assert code == run_test.EXIT_SKIPPED
+    assert "skipped broken.mp4: cannot be opened as a video" in printed.err
+    assert "cut.avi: the video ended after 5 of the 10 frames its file declares" in printed.err
+    assert read_csv(out / "counts.csv") == [{"image": "clip.png", "count": str(picture_counts[4])}]
+    assert [int(row["count"]) for row in read_csv(out / "clip_mp4" / "counts.csv")] == picture_counts
+    assert len(decoded_frames(out / "clip_mp4" / "vis.mp4")) == len(picture_counts)
+    assert len(read_csv(out / "cut" / "counts.csv")) == 5
+    assert "counted 1 images" in printed.out and "3 videos" in printed.out and "2 files skipped" in printed.out
+
+
+def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, monkeypatch, capsys):
+    predict = run_test.Counter.predict
+    calls = []
+
+    def interrupted_at_the_fourth_frame(self, image, restore=False):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return predict(self, image, restore)
+
+    monkeypatch.setattr(run_test.Counter, "predict", interrupted_at_the_fourth_frame)
+    out = tmp_path / "file"
+    args = ["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"), "--output_dir"]
+    assert run_test.main(args + [str(out)]) == run_test.EXIT_INTERRUPTED
+    assert "stopped by Ctrl-C; what was counted so far is written" in capsys.readouterr().err
+    assert [int(row["count"]) for row in read_csv(out / "counts.csv")] == picture_counts[:3]
+    assert len(decoded_frames(out / "vis.mp4")) == 3
+
+    # A camera or stream has no end: Ctrl-C is how it stops, and the run ends normally.
+    class Stream(VideoSource):
+        def __init__(self, source, stride=1, max_pixels=None):
+            super().__init__(source, stride, max_pixels)
+            self.live, self.frame_count = True, None
+
+    monkeypatch.setattr(run_test, "VideoSource", Stream)
+    calls.clear()
+    out = tmp_path / "stream"
+    assert run_test.main(args + [str(out)]) == 0
+    assert "clip.mp4: stopped by Ctrl-C after frame 3" in capsys.readouterr().out
+    assert len(read_csv(out / "counts.csv")) == 3 and len(decoded_frames(out / "vis.mp4")) == 3
+
+
+def test_video_mistakes_are_one_line(tmp_path, capsys):
+    args = ["--weight_path", str(REFERENCE_CHECKPOINT), "--input"]
+    assert run_test.main(args + ["9"]) == run_test.EXIT_SKIPPED
+    assert "skipped camera 9: cannot be opened as a video" in capsys.readouterr().err
+    assert run_test.main(args + [str(tmp_path / "missing.mp4")]) == 1
+    assert "missing.mp4: no such file" in capsys.readouterr().err
+    for flags, message in ((["--frame_stride", "0"], "--frame_stride must be at least 1, got 0"),
+                           (["--save_restored", "--output_dir", str(tmp_path)], "--save_restored writes restored")):
+        with pytest.raises(SystemExit) as stop:
+            run_test.main(args + [str(tmp_path / "clip.mp4")] + flags)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
