@@ -22,8 +22,7 @@ from models.counter import check_tile_size
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
 from util.distributed import DistributedState, all_gather_objects, cleanup, init_distributed, resolve_device
-from util.misc import (EXIT_INTERRUPTED, check_output_dir, collate_images, error_line,
-                       return_freed_memory_to_the_system, run_script)
+from util.misc import EXIT_INTERRUPTED, check_output_dir, collate_images, configure_malloc, error_line, run_script
 from util.options import build_parser, dataset_options
 from util.video import FALLBACK_FPS, VideoError, VideoSource, VideoWriter, is_live_source, is_video_file
 from util.visualize import draw_label, draw_points, write_rgb
@@ -268,7 +267,7 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: Dis
 def main(argv=None) -> int:
     parser = build_parser("test")
     args = parser.parse_args(argv)
-    return_freed_memory_to_the_system()
+    configure_malloc()
     if args.max_megapixels <= 0:
         parser.error(f"--max_megapixels must be positive, got {args.max_megapixels}")
     try:

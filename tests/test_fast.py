@@ -163,3 +163,18 @@ def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_comput
             assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2, 2))
         odd = torch.randn(1, 4, 7, 9, generator=generator)
         assert torch.equal(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
+
+
+def test_full_resolution_layers_in_strips_equal_the_whole_block_bit_for_bit():
+    from models.inference_network import STRIP_HALO, STRIP_ROWS
+
+    torch.manual_seed(6)
+    network = InferenceNetwork(PointCounter().eval(), "cpu")
+    height = 6 * STRIP_ROWS + 8
+    assert height > STRIP_ROWS + 2 * STRIP_HALO
+    layers = network.network.backbone.body1[:7]
+    images = torch.rand(1, 3, height, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        strips = network.in_strips(layers, images)
+        assert strips.shape == (1, 64, height // 2, 48)
+        assert torch.equal(strips, layers(images))
