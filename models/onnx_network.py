@@ -119,8 +119,11 @@ class OnnxNetwork:
             else:
                 log(f"{path.name}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu); "
                     "running on the CPU")
+        options = onnxruntime.SessionOptions()
+        # As many threads as PyTorch uses: under torchrun that is one per process, not every core each.
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
             raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
