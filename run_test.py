@@ -194,7 +194,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     except VideoError as error:
         tqdm.write(f"skipped {name}: {error.reason}", file=sys.stderr)
         return EXIT_SKIPPED
-    counts, counts_file, writer = [], None, None
+    counts, counts_file, writer, last = [], None, None, None
     try:
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -206,6 +206,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
         for index, time_s, rgb in tqdm(video, total=total, desc=name, unit="frame", disable=None):
             result = counter.predict(rgb)
             counts.append(result["count"])
+            last = index
             tqdm.write(f"frame {index} ({time_s:.2f} s): {result['count']}")
             if output_dir is None:
                 continue
@@ -217,7 +218,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     except KeyboardInterrupt:
         if not video.live:
             raise
-        tqdm.write(f"{name}: stopped by Ctrl-C after frame {video.frames_read - 1}")
+        tqdm.write(f"{name}: stopped by Ctrl-C" + (f" after frame {last}" if counts else ""))
     finally:
         video.close()
         if writer is not None:
@@ -226,6 +227,9 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
             counts_file.close()
     mean = f", {sum(counts) / len(counts):.1f} people per frame on average, {max(counts)} at most" if counts else ""
     every = "every frame" if frame_stride == 1 else f"1 frame in {frame_stride}"
+    if video.live:
+        apart = f", {frame_stride} or more apart" if frame_stride > 1 else ""
+        every = f"the newest whenever the network was free{apart}; {video.frames_read} read"
     print(f"{name}: counted {len(counts)} frames ({every}){mean}")
     if output_dir is not None:
         print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"

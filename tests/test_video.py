@@ -1,6 +1,7 @@
 """Video input of ``run_test.py``: per-frame counts equal the frames counted as pictures, vis.mp4 holds
 every counted frame, strides, folders that mix pictures and videos, broken videos, Ctrl-C."""
 import csv
+import time
 
 import cv2
 import numpy as np
@@ -125,6 +126,42 @@ def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos
     assert "counted 1 images" in printed.out and "3 videos" in printed.out and "2 files skipped" in printed.out
 
 
+class Stream(VideoSource):
+    """The clip read as a stream would be, as fast as it arrives (``is_live_source`` needs a network)."""
+
+    def __init__(self, source, stride=1, max_pixels=None):
+        super().__init__(source, stride, max_pixels)
+        self.live, self.frame_count = True, None
+
+
+class LoopingCapture:
+    """A video file played in a loop at 50 frames per second: a camera's frames, which never end."""
+
+    def __init__(self, path):
+        self.path, self.capture = str(path), cv2.VideoCapture(str(path))
+
+    def grab(self) -> bool:
+        time.sleep(0.02)
+        if self.capture.grab():
+            return True
+        self.capture.release()
+        self.capture = cv2.VideoCapture(self.path)
+        return self.capture.grab()
+
+    def retrieve(self):
+        return self.capture.retrieve()
+
+    def release(self):
+        self.capture.release()
+
+
+class Camera(Stream):
+    def __init__(self, source, stride=1, max_pixels=None):
+        super().__init__(source, stride, max_pixels)
+        self.capture.release()
+        self.capture = LoopingCapture(source)
+
+
 def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, monkeypatch, capsys):
     predict = run_test.Counter.predict
     calls = []
@@ -144,17 +181,37 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
     assert len(decoded_frames(out / "vis.mp4")) == 3
 
     # A camera or stream has no end: Ctrl-C is how it stops, and the run ends normally.
-    class Stream(VideoSource):
-        def __init__(self, source, stride=1, max_pixels=None):
-            super().__init__(source, stride, max_pixels)
-            self.live, self.frame_count = True, None
-
-    monkeypatch.setattr(run_test, "VideoSource", Stream)
+    monkeypatch.setattr(run_test, "VideoSource", Camera)
     calls.clear()
-    out = tmp_path / "stream"
+    out = tmp_path / "camera"
     assert run_test.main(args + [str(out)]) == 0
-    assert "clip.mp4: stopped by Ctrl-C after frame 3" in capsys.readouterr().out
-    assert len(read_csv(out / "counts.csv")) == 3 and len(decoded_frames(out / "vis.mp4")) == 3
+    rows = read_csv(out / "counts.csv")
+    assert f"clip.mp4: stopped by Ctrl-C after frame {rows[-1]['frame']}" in capsys.readouterr().out
+    assert len(rows) == 3 and len(decoded_frames(out / "vis.mp4")) == 3
+    assert [int(row["count"]) for row in rows] == [picture_counts[int(row["frame"]) % len(picture_counts)]
+                                                    for row in rows]
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, picture_counts, tmp_path, monkeypatch,
+                                                                          capsys, stride):
+    predict = run_test.Counter.predict
+
+    def slow(self, image, restore=False):
+        time.sleep(0.3)  # the reader meanwhile takes the rest of the clip
+        return predict(self, image, restore)
+
+    monkeypatch.setattr(run_test.Counter, "predict", slow)
+    monkeypatch.setattr(run_test, "VideoSource", Stream)
+    out = tmp_path / "out"
+    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+                          "--output_dir", str(out), "--frame_stride", str(stride)]) == 0
+    rows = read_csv(out / "counts.csv")
+    frames = [int(row["frame"]) for row in rows]
+    assert all(later - earlier >= stride for earlier, later in zip(frames, frames[1:]))
+    assert frames[-1] >= len(picture_counts) - stride and len(frames) < len(picture_counts)
+    assert [int(row["count"]) for row in rows] == [picture_counts[frame] for frame in frames]
+    assert f"; {len(picture_counts)} read)" in capsys.readouterr().out
 
 
 def test_video_mistakes_are_one_line(tmp_path, capsys):

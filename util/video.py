@@ -1,6 +1,8 @@
 """Video in and out: frames of a video file, a camera or a stream (``VideoSource``), and an mp4 writer
 (``VideoWriter``), both through OpenCV's FFmpeg backend."""
 import math
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -34,11 +36,16 @@ class VideoSource:
     """Every ``stride``-th frame of ``source``: a video file, a camera index (``"0"``) or a stream URL.
 
     Iterating yields ``(frame index, time in seconds, H x W x 3 uint8 RGB array)``; frames in between
-    are skipped without being decoded. Attributes: ``fps`` (``None`` when the source declares none),
-    ``frame_count`` (frames the file declares; ``None`` for cameras and streams), ``frames_read``
-    (frames taken from the source so far, skipped ones included) and ``ended_early`` (a file that
-    stopped before its declared frame count). Raises ``VideoError`` when the source cannot be opened
-    or its frames have more than ``max_pixels`` pixels.
+    are skipped without being decoded. A camera or stream does not wait for its reader: a thread takes
+    every frame as it arrives, and each step yields the newest one at least ``stride`` frames after the
+    last, with the time since the source was opened. The frames in between are dropped, so a network
+    slower than the stream counts the present rather than an ever older backlog.
+
+    Attributes: ``fps`` (``None`` when the source declares none), ``frame_count`` (frames the file
+    declares; ``None`` for cameras and streams), ``frames_read`` (frames taken from the source so far,
+    skipped and dropped ones included) and ``ended_early`` (a file that stopped before its declared
+    frame count). Raises ``VideoError`` when the source cannot be opened or its frames have more than
+    ``max_pixels`` pixels.
     """
 
     def __init__(self, source, stride: int = 1, max_pixels: int = None):
@@ -46,6 +53,7 @@ class VideoSource:
             raise ValueError(f"frame_stride must be at least 1, got {stride}")
         self.live = is_live_source(str(source))
         self.stride = stride
+        self.stop, self.reader = threading.Event(), None
         self.capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
         if not self.capture.isOpened():
             raise VideoError("cannot be opened as a video (not a format OpenCV reads, a damaged file, or a camera "
@@ -71,23 +79,72 @@ class VideoSource:
             return index / self.fps
         return self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
+    def decode(self):
+        """The frame just grabbed as ``H x W x 3`` uint8 RGB, or ``None`` when it cannot be decoded."""
+        ok, bgr = self.capture.retrieve()
+        if not ok or bgr is None:
+            return None
+        if bgr.ndim == 2:
+            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        return np.ascontiguousarray(bgr[:, :, 2::-1])
+
     def __iter__(self):
+        if self.live:
+            yield from self.newest_frames()
+            return
         while True:
             index = self.frames_read
-            keep = index % self.stride == 0
             if not self.capture.grab():
                 return
             self.frames_read += 1
-            if not keep:
+            if index % self.stride:
                 continue
-            ok, bgr = self.capture.retrieve()
-            if not ok or bgr is None:
+            rgb = self.decode()
+            if rgb is None:
                 return
-            if bgr.ndim == 2:
-                bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-            yield index, self.time_of(index), np.ascontiguousarray(bgr[:, :, 2::-1])
+            yield index, self.time_of(index), rgb
+
+    def newest_frames(self):
+        """The frames of a camera or stream, newest first (see the class)."""
+        newest = threading.Condition()
+        state = {"frame": None, "wanted": 0, "ended": False}
+        opened = time.monotonic()
+
+        def read():
+            try:
+                while not self.stop.is_set() and self.capture.grab():
+                    index, seconds = self.frames_read, time.monotonic() - opened
+                    self.frames_read += 1
+                    with newest:
+                        wanted = index >= state["wanted"]
+                    rgb = self.decode() if wanted else None
+                    if rgb is not None:
+                        with newest:
+                            state["frame"] = (index, seconds, rgb)
+                            newest.notify()
+            finally:
+                with newest:
+                    state["ended"] = True
+                    newest.notify()
+
+        self.reader = threading.Thread(target=read, name="video reader", daemon=True)
+        self.reader.start()
+        while True:
+            with newest:
+                newest.wait_for(lambda: state["frame"] is not None or state["ended"])
+                if state["frame"] is None:
+                    return
+                frame, state["frame"] = state["frame"], None
+                state["wanted"] = frame[0] + self.stride
+            yield frame
 
     def close(self) -> None:
+        """Stop the reader thread, if any, and release the source."""
+        self.stop.set()
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+            if self.reader.is_alive():
+                return  # still inside a blocking read: releasing the capture under it could crash
         self.capture.release()
 
 
