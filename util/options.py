@@ -138,12 +138,14 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         group = parser.add_argument_group("evaluation")
         group.add_argument("--weight_path", required=True,
                            help="checkpoint to evaluate: one written by train.py, a released Dehaze-P2PNet "
-                                "checkpoint or an original P2PNet one (with --input_norm imagenet)")
+                                "checkpoint, an original P2PNet one (with --input_norm imagenet), or an .onnx "
+                                "file from tools/export_onnx.py (run by onnxruntime)")
         group.add_argument("--input", default=None,
                            help="what to count people in: an image, a video file (mp4, avi, mkv, mov, ...), a "
                                 "folder of images and videos, a camera index (0) or a stream URL (rtsp://...)")
         group.add_argument("--frame_stride", type=int, default=1,
-                           help="with video input: count every N-th frame")
+                           help="with video input: count every N-th frame (cameras and streams: the newest "
+                                "frame, at least N after the last one counted)")
         group.add_argument("--save_frame_points", action="store_true",
                            help="with video input and --output_dir: also write points/<frame>.csv for every "
                                 "counted frame")
