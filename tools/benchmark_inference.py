@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crowd_datasets.image_io import read_rgb
-from measure import count_flops, interleaved_medians, print_table, timed, verdict
+from measure import count_flops, interleaved_medians, page_faults, print_table, timed, verdict
 from models import Counter, PointCounter, build_from_checkpoint
 from models.backbone import STAGE_CHANNELS
 from models.network import EVAL_PAD_MULTIPLE
@@ -96,6 +96,7 @@ def bench_inference(args, device: torch.device) -> None:
     seconds = interleaved_medians(modes, device, args.runs, args.warmup)
     names = list(modes)
     outputs = {name: fn() for name, fn in modes.items()}
+    faults = {name: page_faults(fn) for name, fn in modes.items()}
     # Fused convolutions are oneDNN calls that the FLOP counter does not see: (b) and (c) do (d)'s work.
     flops = {names[0]: count_flops(modes[names[0]])}
     flops.update(dict.fromkeys(names[1:], count_flops(modes[names[3]])))
@@ -104,13 +105,14 @@ def bench_inference(args, device: torch.device) -> None:
         row = compare_outputs(outputs[name], outputs[names[0]])
         rows.append([name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
                      f"{seconds[names[0]] / seconds[name]:.2f}x", f"{flops[name] / 1e9:.1f}",
-                     f"{flops[name] / 1e9 / seconds[name]:.0f}", row["count"],
+                     f"{flops[name] / 1e9 / seconds[name]:.0f}", faults[name], row["count"],
                      f"{row['count'] - row['reference_count']:+d}", f"{row['max_logit_diff']:.1e}",
                      f"{row['max_point_diff']:.1e}"])
     print_table(f"inference: {Path(args.image).name} padded to {tuple(padded.shape[-2:])}, median of {args.runs} "
                 f"interleaved runs after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
                 f"{'' if dead_loaded else ' (dead branches random)'}",
-                ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "count", "count - (a)",
+                ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "page faults", "count",
+                 "count - (a)",
                  "max |logit - (a)|", "max |point - (a)| px"], rows)
     exact_speedup, fast_speedup = (seconds[names[0]] / seconds[name] for name in names[1:3])
     exact_parity = within_parity(compare_outputs(outputs[names[1]], outputs[names[0]]))

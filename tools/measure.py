@@ -28,6 +28,18 @@ def interleaved_medians(functions: dict, device: torch.device, runs: int, warmup
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def page_faults(fn) -> int:
+    """Minor page faults of one call of ``fn()``: pages of fresh memory the kernel had to map and zero,
+    which cost time that no layer's profile shows (0 where the platform does not count them)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def count_flops(fn) -> int:
     """Floating-point operations (2 per multiply-add) of the matrix products and convolutions ``fn()`` runs."""
     with FlopCounterMode(display=False) as counter:
