@@ -128,7 +128,7 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
             if reason is None and rgb is None:
                 videos += 1
                 video_dir = output_dir / stems[path] if output_dir is not None else None
-                if count_video(counter, path, video_dir, frame_stride, save_frame_points, name) != 0:
+                if count_video(counter, path, video_dir, frame_stride, save_frame_points) != 0:
                     skipped.append(index)
                 continue
             if reason is not None:
@@ -168,6 +168,15 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     return EXIT_SKIPPED if skipped and not state.distributed else 0
 
 
+def video_source(text: str):
+    """``--input`` as a video: a camera index or stream URL (``str``), a video file (``Path``), or
+    ``None`` for a picture or a folder. A file or folder of that name comes before a camera or URL."""
+    path = Path(text)
+    if is_live_source(text) and not path.exists():
+        return text
+    return path if is_video_file(path) and not path.is_dir() else None
+
+
 def source_name(source) -> str:
     """How a video source is named in printouts: a file's name, ``camera N``, or a URL without the
     user name and password it may carry."""
@@ -177,7 +186,7 @@ def source_name(source) -> str:
 
 
 def count_video(counter: Counter, source, output_dir: Path = None, frame_stride: int = 1,
-                save_frame_points: bool = False, name: str = None) -> int:
+                save_frame_points: bool = False) -> int:
     """Count people in every ``frame_stride``-th frame of a video file (``Path``), a camera index or a
     stream URL (``str``); print a line per frame and a summary.
 
@@ -188,7 +197,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     written. Returns 0, or ``EXIT_SKIPPED`` when the source cannot be opened or the file ends before
     the frame count it declares.
     """
-    name = name or source_name(source)
+    name = source_name(source)
     try:
         video = VideoSource(source, frame_stride, counter.max_pixels)
     except VideoError as error:
@@ -283,9 +292,8 @@ def main(argv=None) -> int:
     if (args.input is None) == (args.dataset_file is None):
         parser.error("give either --input (an image, a video, a folder, a camera or a stream) or --dataset_file "
                      "(a dataset's test split)")
-    video = args.input is not None and not Path(args.input).is_dir() and (
-        is_video_file(args.input) or (is_live_source(args.input) and not Path(args.input).exists()))
-    if video and args.save_restored:
+    video = video_source(args.input) if args.input is not None else None
+    if video is not None and args.save_restored:
         parser.error("--save_restored writes restored pictures; it does not apply to video input")
     try:
         if args.output_dir:
@@ -303,14 +311,13 @@ def main(argv=None) -> int:
         if args.save_restored and (output_dir is None or not counter.has_restoration):
             parser.error("--save_restored needs --output_dir and a checkpoint trained with the restoration module "
                          f"({args.weight_path} has {'it' if counter.has_restoration else 'none'})")
-        if video:
+        if video is not None:
             if state.distributed:
                 raise ValueError(f"--input {args.input}: a single video is counted by one process; run it without "
                                  "torchrun (folders of pictures and videos are split across processes)")
-            source = args.input if is_live_source(args.input) and not Path(args.input).exists() else Path(args.input)
-            if isinstance(source, Path) and not source.is_file():
-                raise FileNotFoundError(f"--input {source}: no such file")
-            return count_video(counter, source, output_dir, args.frame_stride, args.save_frame_points)
+            if isinstance(video, Path) and not video.is_file():
+                raise FileNotFoundError(f"--input {video}: no such file")
+            return count_video(counter, video, output_dir, args.frame_stride, args.save_frame_points)
         return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state,
                             args.frame_stride, args.save_frame_points)
     except BrokenPipeError:

@@ -84,9 +84,7 @@ class VideoSource:
         ok, bgr = self.capture.retrieve()
         if not ok or bgr is None:
             return None
-        if bgr.ndim == 2:
-            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-        return np.ascontiguousarray(bgr[:, :, 2::-1])
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
 
     def __iter__(self):
         if self.live:
@@ -163,7 +161,7 @@ class VideoWriter:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self.writer.isOpened():
                 raise OSError(f"could not write the video {self.path}")
-        self.writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         if self.writer is not None:
