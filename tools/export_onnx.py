@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from models import Counter  # noqa: E402
 from models.checkpoint import CheckpointError, build_from_checkpoint  # noqa: E402
+from models.network import INPUT_NORMS  # noqa: E402
 from models.onnx_network import ONNX_SUFFIX, OPSET, OnnxNetwork, export_onnx  # noqa: E402
 from util.misc import error_line, run_script  # noqa: E402
 from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs  # noqa: E402
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weight_path", required=True,
                         help="checkpoint to export (from train.py, a released one, or an original P2PNet one)")
     parser.add_argument("--output", required=True, help=f"the ONNX file to write (suffix {ONNX_SUFFIX})")
-    parser.add_argument("--input_norm", choices=["none", "imagenet"], default=None,
+    parser.add_argument("--input_norm", choices=INPUT_NORMS, default=None,
                         help="input normalisation, when the checkpoint does not store it (original P2PNet "
                              "checkpoints need imagenet)")
     args = parser.parse_args(argv)
