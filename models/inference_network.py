@@ -27,19 +27,19 @@ from .tiling import plan_tiles
 # sides: the pooled map's receptive field is 44 px (a stride-8 cell reads 18 px beyond its edge),
 # rounded up to the stride-8 grid that keeps the three max-pools aligned with the whole image's.
 EARLY_BLOCK = 512
-# bf16/fp16 maps are half the size, and smaller blocks stay in cache: a 1024 x 768 picture took about
-# 400 ms in fast mode with 384-px blocks, 480-520 ms with 512-px ones (2 cores with AMX).
-EARLY_BLOCK_REDUCED_PRECISION = 384
 EARLY_HALO = 24
 EARLY_ALIGN = 16
-# In fp32, the full-resolution layers (conv1_1, conv1_2, the first max-pool) run on strips of
-# STRIP_ROWS rows of a block, with STRIP_HALO rows of context on inner sides (each 3x3 conv reads one
-# row beyond). Their 64-channel maps are then about 5 MB instead of 80 MB per 512-px block: glibc
-# serves and reuses them from its heap, where the big maps were fresh memory maps whose pages the
-# kernel zeroes and faults in on every image (two thirds of conv1_1's and a quarter of conv1_2's time on a
-# 384 x 512 image). bf16 maps are half the size and its short convs pay more per call: no strips.
-STRIP_ROWS = 32
-STRIP_HALO = 2
+# On the CPU, stage 1 (conv1_1, conv1_2, the first max-pool; then, unless the restoration module needs
+# stage 1 whole, conv2_1, conv2_2 and the second max-pool) runs on strips of STRIP_ROW_BYTES // (bytes
+# per value) rows (32 in fp32, 64 in bf16). The maps of a 512-px wide block are then 4 MB instead of
+# 25-80 MB: glibc serves and reuses them from its heap, where the big maps were fresh memory maps whose
+# pages the kernel zeroes and faults in on every image (two thirds of conv1_1's and a quarter of
+# conv1_2's time on a 384 x 512 image in fp32; in bf16 conv1_2 ran at half its speed in isolation).
+# A strip's convs take their neighbours' rows as context instead of zero padding
+# (``ConvReLU(pad_rows=False)``), so that only the first conv of each run computes 2 rows twice. With
+# strips, bf16 blocks can be as large as fp32 ones: a 384 x 512 image in fast mode took 75-77 ms as one
+# block in strips, 80-90 ms as two 384-px blocks without.
+STRIP_ROW_BYTES = 128
 
 
 def fuse_batchnorm(model: nn.Module) -> nn.Module:
@@ -86,12 +86,17 @@ class ConvReLU(nn.Module):
         self.relu = relu
         self.packed = None  # (dtype, input channels, oneDNN weight), made on the first CPU call
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-            y = self.conv(x)
-            return torch.relu_(y) if self.relu else y
+    def forward(self, x: torch.Tensor, pad_rows: bool = True) -> torch.Tensor:
+        """``pad_rows=False``: no zero padding above and below, so ``h`` input rows give ``h - 2``
+        output rows (for a 3x3 conv), the rows that do not read beyond ``x``: how a strip of a larger
+        map is computed from its neighbours' rows."""
         conv = self.conv
-        geometry = (list(conv.padding), [1, 1], list(conv.dilation), 1)
+        padding = list(conv.padding) if pad_rows else [0, conv.padding[1]]
+        if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            y = F.conv2d(x, conv.weight, conv.bias, padding=padding, dilation=conv.dilation)
+            return torch.relu_(y) if self.relu else y
+        # oneDNN's reordered weights do not depend on the padding.
+        geometry = (padding, [1, 1], list(conv.dilation), 1)
         channels = x.shape[1]
         if conv.weight.dtype != torch.float32 and channels < self.MIN_REDUCED_PRECISION_CHANNELS:
             channels = self.MIN_REDUCED_PRECISION_CHANNELS
@@ -101,7 +106,8 @@ class ConvReLU(nn.Module):
         if self.packed is None or self.packed[:2] != (conv.weight.dtype, channels):
             weight = conv.weight.new_zeros((conv.out_channels, channels, *conv.kernel_size))
             weight[:, :conv.in_channels] = conv.weight
-            weight = torch.ops.mkldnn._reorder_convolution_weight(weight, *geometry, list(x.shape))
+            weight = torch.ops.mkldnn._reorder_convolution_weight(weight, list(conv.padding), *geometry[1:],
+                                                                  list(x.shape))
             self.packed = (conv.weight.dtype, channels, weight)
         return torch.ops.mkldnn._convolution_pointwise(x, self.packed[2], conv.bias, *geometry,
                                                        "relu" if self.relu else "none", [], "")
@@ -138,6 +144,11 @@ def fuse_relu(network: nn.Module) -> None:
         head.activation = nn.Identity()
     for name in ("P5_1", "P4_1", "P4_2"):
         setattr(network.fpn, name, ConvReLU(getattr(network.fpn, name), relu=False))
+
+
+def stage_layers(stage: nn.Sequential) -> list:
+    """The layers of a backbone stage after ``fuse_relu``, without its ``nn.Identity`` placeholders."""
+    return [layer for layer in stage if not isinstance(layer, nn.Identity)]
 
 
 class FullPrecision(nn.Module):
@@ -198,23 +209,34 @@ class InferenceNetwork(nn.Module):
             return ieee_fp32_convolutions()
         return contextlib.nullcontext()
 
-    def in_strips(self, layers: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """``layers`` (two 3x3 convs and a 2x2 max-pool: the backbone's full-resolution layers) on
-        ``images [1, C, h, w]`` (``h`` even), in strips in fp32 (see ``STRIP_ROWS``): ``[1, C', h / 2,
-        w / 2]``, equal to computing them on the whole of ``images``. (The same for the next three
-        layers, at stride 2, measured no faster.)"""
-        height, width = images.shape[-2:]
-        if self.dtype != torch.float32 or height <= STRIP_ROWS + 2 * STRIP_HALO:
-            return layers(images)
+    def in_strips(self, layers: list, pool: nn.Module, maps: torch.Tensor) -> torch.Tensor:
+        """``pool(layers(maps))`` for ``layers``, one or two 3x3 ``ConvReLU`` s, on ``maps [1, C, h, w]``
+        (``h`` even), computed on strips of rows on the CPU (see ``STRIP_ROW_BYTES``): ``[1, C', h / 2,
+        w / 2]``, bit for bit the result on the whole of ``maps``. (Strips are an even number of rows, so
+        that the last one holds at least the 2 rows of context the strip before it reads.)"""
+        height, width = maps.shape[-2:]
+        rows = STRIP_ROW_BYTES // maps.element_size()
+        context = len(layers)  # rows each conv reads beyond its output, on either side
+        if maps.device.type != "cpu" or height <= rows + 2 * context:
+            for layer in layers:
+                maps = layer(maps)
+            return pool(maps)
         pooled = None
-        for top in range(0, height, STRIP_ROWS):
-            bottom = min(top + STRIP_ROWS, height)
-            low, high = max(top - STRIP_HALO, 0), min(bottom + STRIP_HALO, height)
-            part = layers(images[:, :, low:high])
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            part = maps[:, :, max(top - context, 0):min(bottom + context, height)]
+            for layer in layers:
+                # Inside the map the rows around a strip are its context; at the map's top or bottom edge
+                # the conv pads with zeros there, and its row at the strip's other side, padded too, is dropped.
+                if top == 0 or bottom == height:
+                    part = layer(part)[:, :, (top != 0):part.shape[2] - (bottom != height)]
+                else:
+                    part = layer(part, pad_rows=False)
+            part = pool(part)
             if pooled is None:
                 pooled = torch.empty((1, part.shape[1], height // 2, width // 2), dtype=part.dtype,
                                      device=part.device, memory_format=torch.channels_last)
-            pooled[:, :, top // 2:bottom // 2] = part[:, :, (top - low) // 2:(bottom - low) // 2]
+            pooled[:, :, top // 2:bottom // 2] = part
         return pooled
 
     def early_stages(self, images: torch.Tensor, restore: bool) -> list:
@@ -223,14 +245,19 @@ class InferenceNetwork(nn.Module):
         ``[stage1, stage2, pooled]``, the first two only with ``restore`` (else ``None``)."""
         backbone = self.network.backbone
         height, width = images.shape[-2:]
-        block = EARLY_BLOCK if self.dtype == torch.float32 else EARLY_BLOCK_REDUCED_PRECISION
-        tiles = plan_tiles(height, width, block, EARLY_HALO, EARLY_ALIGN)
+        tiles = plan_tiles(height, width, EARLY_BLOCK, EARLY_HALO, EARLY_ALIGN)
         maps = [None, None, None]
         for tile in tiles:
             top, bottom, left, right = tile.window
             pixels = self.network.normalise(images[:, :, top:bottom, left:right]).to(self.dtype)
-            stage1 = backbone.body1[7:](self.in_strips(backbone.body1[:7], pixels))
-            stage2 = backbone.body2(stage1)
+            conv1_1, conv1_2, pool1, conv2_1, conv2_2 = stage_layers(backbone.body1)
+            pooled = self.in_strips([conv1_1, conv1_2], pool1, pixels)
+            if restore:
+                stage1 = conv2_2(conv2_1(pooled))
+                pooled = backbone.body2[0](stage1)
+            else:
+                stage1, pooled = None, self.in_strips([conv2_1, conv2_2], backbone.body2[0], pooled)
+            stage2 = backbone.body2[1:](pooled)
             pooled = backbone.body3[0](stage2)
             for index, (part, stride) in enumerate(((stage1, 2), (stage2, 4), (pooled, 8))):
                 if index < 2 and not restore:

@@ -165,16 +165,24 @@ def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_comput
         assert torch.equal(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
 
 
-def test_full_resolution_layers_in_strips_equal_the_whole_block_bit_for_bit():
-    from models.inference_network import STRIP_HALO, STRIP_ROWS
+@pytest.mark.parametrize("amp", [False, True], ids=["exact", "fast"])
+def test_layers_in_strips_equal_the_whole_map_bit_for_bit(amp):
+    from models.inference_network import STRIP_ROW_BYTES, stage_layers
 
     torch.manual_seed(6)
-    network = InferenceNetwork(PointCounter().eval(), "cpu")
-    height = 6 * STRIP_ROWS + 8
-    assert height > STRIP_ROWS + 2 * STRIP_HALO
-    layers = network.network.backbone.body1[:7]
-    images = torch.rand(1, 3, height, 96).contiguous(memory_format=torch.channels_last)
+    network = InferenceNetwork(PointCounter().eval(), "cpu", amp=amp)
+    rows = STRIP_ROW_BYTES // torch.empty((), dtype=network.dtype).element_size()
+    conv1_1, conv1_2, pool1, conv2_1, conv2_2 = stage_layers(network.network.backbone.body1)
+    height = 3 * rows + 8  # a short last strip
+    images = torch.rand(1, 3, height, 96).to(network.dtype).contiguous(memory_format=torch.channels_last)
+    calls = []
+    hook = conv1_2.register_forward_pre_hook(lambda module, inputs: calls.append(inputs[0].shape[2]))
     with torch.inference_mode():
-        strips = network.in_strips(layers, images)
-        assert strips.shape == (1, 64, height // 2, 48)
-        assert torch.equal(strips, layers(images))
+        strips = network.in_strips([conv1_1, conv1_2], pool1, images)
+        hook.remove()
+        # conv1_2 reads one row of context on each inner side; at the map's edges it pads with zeros.
+        assert calls == [rows + 1, rows + 2, rows + 2, 8 + 1]
+        whole = pool1(conv1_2(conv1_1(images)))
+        assert strips.shape == whole.shape == (1, 64, height // 2, 48)
+        assert torch.equal(strips, whole)
+        assert torch.equal(network.in_strips([conv2_1, conv2_2], pool1, whole), pool1(conv2_2(conv2_1(whole))))
