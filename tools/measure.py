@@ -1,4 +1,5 @@
 """Timing, FLOP counting and printing shared by the sections of ``tools/benchmark.py``."""
+import random
 import statistics
 import time
 
@@ -16,15 +17,28 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(functions: dict, device: torch.device, runs: int, warmup: int) -> dict:
-    """Median seconds of each of ``functions`` (name -> callable), run in turn ``runs`` times after
-    ``warmup`` untimed rounds, so that a drift in the machine's speed touches all of them alike."""
+def interleaved_medians(functions: dict, device: torch.device, runs: int, warmup: int, streak: int = 2) -> dict:
+    """Median seconds per call of each of ``functions`` (name -> callable) in steady state: ``runs``
+    rounds after ``warmup`` untimed ones; in each round every function runs ``streak`` times in a row
+    and the calls after its first are timed, in an order shuffled anew each round (the same orders on
+    every call of this function).
+
+    Rounds interleave the functions, so that a drift in the machine's speed touches all of them alike.
+    The untimed first call of a streak pays for the caches and heap that the previous function left
+    (the weights of a network no longer in cache, maps paged in afresh): fast mode took 74 ms right
+    after the upstream-equivalent network and 83 ms right after exact mode, and about 75 ms on each of
+    a folder's pictures. Images per second are a throughput over many pictures; timing only first
+    calls would charge every picture for another network having run before it."""
     for fn in list(functions.values()) * warmup:
         fn()
-    times = {name: [] for name in functions}
+    names = list(functions)
+    times = {name: [] for name in names}
+    orders = random.Random(0)
     for _ in range(runs):
-        for name, fn in functions.items():
-            times[name].append(timed(fn, device))
+        orders.shuffle(names)
+        for name in names:
+            functions[name]()
+            times[name].extend(timed(functions[name], device) for _ in range(streak - 1))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
