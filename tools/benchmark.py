@@ -8,7 +8,8 @@ Sections (``--only``, comma separated):
 
 - ``inference``: images/s of (a) an eager fp32 network computing what upstream computes (dead FPN
   branches included), (b) exact mode as ``run_test.py`` runs it, (c) fast mode (``--amp``) and (d) the
-  plain ``PointCounter``, on the same padded image, runs interleaved; FLOPs, page faults, counts, deviations from (a).
+  plain ``PointCounter``, on the same padded image, in steady state (each timed call the second of
+  two in a row) and interleaved in a new order each round; FLOPs, page faults, counts, deviations from (a).
 - ``folder``: images/s of ``run_test.py --input`` on a folder of 1024x768 JPEGs, exact and fast mode,
   with the pictures decoded in the main process and in 2 loader workers.
 - ``onnx``: images/s of the checkpoint exported to ONNX and run by onnxruntime against exact and fast
