@@ -95,7 +95,8 @@ class ConvReLU(nn.Module):
         if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
             y = F.conv2d(x, conv.weight, conv.bias, padding=padding, dilation=conv.dilation)
             return torch.relu_(y) if self.relu else y
-        # oneDNN's reordered weights do not depend on the padding.
+        # The weights are reordered once, with the conv's own padding; calls without row padding use them too
+        # (oneDNN's weight layout does not depend on the padding; the rows come out bit-identical).
         geometry = (padding, [1, 1], list(conv.dilation), 1)
         channels = x.shape[1]
         if conv.weight.dtype != torch.float32 and channels < self.MIN_REDUCED_PRECISION_CHANNELS:
@@ -246,11 +247,11 @@ class InferenceNetwork(nn.Module):
         backbone = self.network.backbone
         height, width = images.shape[-2:]
         tiles = plan_tiles(height, width, EARLY_BLOCK, EARLY_HALO, EARLY_ALIGN)
+        conv1_1, conv1_2, pool1, conv2_1, conv2_2 = stage_layers(backbone.body1)
         maps = [None, None, None]
         for tile in tiles:
             top, bottom, left, right = tile.window
             pixels = self.network.normalise(images[:, :, top:bottom, left:right]).to(self.dtype)
-            conv1_1, conv1_2, pool1, conv2_1, conv2_2 = stage_layers(backbone.body1)
             pooled = self.in_strips([conv1_1, conv1_2], pool1, pixels)
             if restore:
                 stage1 = conv2_2(conv2_1(pooled))

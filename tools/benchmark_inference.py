@@ -108,8 +108,8 @@ def bench_inference(args, device: torch.device) -> None:
                      f"{flops[name] / 1e9 / seconds[name]:.0f}", faults[name], row["count"],
                      f"{row['count'] - row['reference_count']:+d}", f"{row['max_logit_diff']:.1e}",
                      f"{row['max_point_diff']:.1e}"])
-    print_table(f"inference: {Path(args.image).name} padded to {tuple(padded.shape[-2:])}, median of {args.runs} "
-                f"interleaved runs after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
+    print_table(f"inference: {Path(args.image).name} padded to {tuple(padded.shape[-2:])}, steady-state median of "
+                f"{args.runs} rounds in turn after {args.warmup} warm-up, weights {args.weight_path or 'random'}"
                 f"{'' if dead_loaded else ' (dead branches random)'}",
                 ["mode", "ms/image", "images/s", "speed-up vs (a)", "GFLOP", "GFLOP/s", "page faults", "count",
                  "count - (a)",
@@ -154,7 +154,6 @@ def bench_folder(args, device: torch.device) -> None:
                 ["mode", "--num_workers", "images/s", "ms/image"], rows)
 
 
-
 def bench_onnx(args, device: torch.device) -> None:
     """images/s of the checkpoint exported to ONNX and run by onnxruntime, against exact and fast mode,
     on the ``--image`` resized to 512x384 and 1024x768."""
@@ -179,7 +178,7 @@ def bench_onnx(args, device: torch.device) -> None:
                 rows.append([f"{size[0]}x{size[1]}", name, f"{1000 * seconds[name]:.1f}", f"{1 / seconds[name]:.2f}",
                              f"{seconds['exact mode fp32'] / seconds[name]:.2f}x", row["count"],
                              f"{row['max_logit_diff']:.1e}", f"{row['max_point_diff']:.1e}"])
-    print_table(f"onnx: the checkpoint exported by tools/export_onnx.py, run by onnxruntime through Counter, median "
-                f"of {args.runs} interleaved runs after {args.warmup} warm-up",
+    print_table(f"onnx: the checkpoint exported by tools/export_onnx.py, run by onnxruntime through Counter, "
+                f"steady-state median of {args.runs} rounds in turn after {args.warmup} warm-up",
                 ["input", "mode", "ms/image", "images/s", "vs exact", "count", "max |logit - exact|",
                  "max |point - exact| px"], rows)
