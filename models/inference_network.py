@@ -116,15 +116,22 @@ class ConvReLU(nn.Module):
 
 class MaxPool2x2(nn.Module):
     """``nn.MaxPool2d(2, 2)`` for channels-last maps of even size, as two elementwise maxima over
-    views (1.5x faster than PyTorch's pooling, which also computes indices); the same values."""
+    views (1.5x faster than PyTorch's pooling, which also computes indices); the same values.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    ``forward(x [B, C, h, w], out=None)``: with ``out`` (``[B, C, h / 2, w / 2]``, e.g. rows of a larger
+    map) the result is written there and ``out`` is returned, which saves a copy of every strip."""
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
         batch, channels, height, width = x.shape
         if height % 2 or width % 2 or not x.is_contiguous(memory_format=torch.channels_last):
-            return F.max_pool2d(x, 2, 2)
+            pooled = F.max_pool2d(x, 2, 2)
+            return pooled if out is None else out.copy_(pooled)
         rows = x.permute(0, 2, 3, 1).reshape(batch, height // 2, 2, width // 2, 2 * channels)
         pairs = torch.maximum(rows[:, :, 0], rows[:, :, 1]).view(batch, height // 2, width // 2, 2, channels)
-        return torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1]).permute(0, 3, 1, 2)
+        if out is None:
+            return torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1]).permute(0, 3, 1, 2)
+        torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1], out=out.permute(0, 2, 3, 1))
+        return out
 
 
 def fuse_relu(network: nn.Module) -> None:
@@ -210,7 +217,7 @@ class InferenceNetwork(nn.Module):
             return ieee_fp32_convolutions()
         return contextlib.nullcontext()
 
-    def in_strips(self, layers: list, pool: nn.Module, maps: torch.Tensor) -> torch.Tensor:
+    def in_strips(self, layers: list, pool: MaxPool2x2, maps: torch.Tensor) -> torch.Tensor:
         """``pool(layers(maps))`` for ``layers``, one or two 3x3 ``ConvReLU`` s, on ``maps [1, C, h, w]``
         (``h`` even), computed on strips of rows on the CPU (see ``STRIP_ROW_BYTES``): ``[1, C', h / 2,
         w / 2]``, bit for bit the result on the whole of ``maps``. (Strips are an even number of rows, so
@@ -222,7 +229,8 @@ class InferenceNetwork(nn.Module):
             for layer in layers:
                 maps = layer(maps)
             return pool(maps)
-        pooled = None
+        pooled = torch.empty((1, layers[-1].conv.out_channels, height // 2, width // 2), dtype=maps.dtype,
+                             device=maps.device, memory_format=torch.channels_last)
         for top in range(0, height, rows):
             bottom = min(top + rows, height)
             part = maps[:, :, max(top - context, 0):min(bottom + context, height)]
@@ -233,11 +241,7 @@ class InferenceNetwork(nn.Module):
                     part = layer(part)[:, :, (top != 0):part.shape[2] - (bottom != height)]
                 else:
                     part = layer(part, pad_rows=False)
-            part = pool(part)
-            if pooled is None:
-                pooled = torch.empty((1, part.shape[1], height // 2, width // 2), dtype=part.dtype,
-                                     device=part.device, memory_format=torch.channels_last)
-            pooled[:, :, top // 2:bottom // 2] = part
+            pool(part, out=pooled[:, :, top // 2:bottom // 2])
         return pooled
 
     def early_stages(self, images: torch.Tensor, restore: bool) -> list:

@@ -161,8 +161,16 @@ def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_comput
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(2, 8, 12, 20, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
             assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2, 2))
+            # Pooled into rows 1..6 of a larger map: the rows around them stay as they were.
+            larger = torch.full((2, 8, 8, 10), -7.0, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            assert MaxPool2x2()(x, out=larger[:, :, 1:7]).data_ptr() == larger[:, :, 1:7].data_ptr()
+            assert torch.equal(larger[:, :, 1:7], torch.nn.functional.max_pool2d(x, 2, 2))
+            assert (larger[:, :, 0] == -7).all() and (larger[:, :, 7] == -7).all()
         odd = torch.randn(1, 4, 7, 9, generator=generator)
         assert torch.equal(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
+        into = torch.zeros(1, 4, 3, 4)
+        MaxPool2x2()(odd, out=into)
+        assert torch.equal(into, torch.nn.functional.max_pool2d(odd, 2, 2))
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["exact", "fast"])
