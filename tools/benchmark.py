@@ -9,7 +9,8 @@ Sections (``--only``, comma separated):
 - ``inference``: images/s of (a) an eager fp32 network computing what upstream computes (dead FPN
   branches included), (b) exact mode as ``run_test.py`` runs it, (c) fast mode (``--amp``) and (d) the
   plain ``PointCounter``, on the same padded image, in steady state (each timed call the second of
-  two in a row) and interleaved in a new order each round; FLOPs, page faults, counts, deviations from (a).
+  two in a row) and interleaved in a new order each round; FLOPs, page faults (of a call made as the
+  timed ones are), counts, deviations from (a).
 - ``folder``: images/s of ``run_test.py --input`` on a folder of 1024x768 JPEGs, exact and fast mode,
   with the pictures decoded in the main process and in 2 loader workers.
 - ``onnx``: images/s of the checkpoint exported to ONNX and run by onnxruntime against exact and fast
@@ -35,16 +36,17 @@ from benchmark_inference import bench_folder, bench_inference, bench_onnx  # noq
 from benchmark_training import bench_irm, bench_loader, bench_training  # noqa: E402
 from models.precision import autocast_dtype, cpu_has_native_bf16  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
+from util.misc import configure_malloc  # noqa: E402
 
 SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
             "loader": bench_loader, "training": bench_training}
 SHARED = ROOT.parent / "shared"
 
 
-def print_machine(device: torch.device) -> None:
+def print_machine(device: torch.device, malloc: str) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"\nmachine: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"device {device} ({name}), native CPU bf16: {cpu_has_native_bf16()}, "
+          f"device {device} ({name}), malloc settings: {malloc}, native CPU bf16: {cpu_has_native_bf16()}, "
           f"fast-mode dtype: {str(autocast_dtype(device)).replace('torch.', '')}, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f} (timings are only comparable on an otherwise idle machine)")
 
@@ -61,6 +63,11 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=5, help="timed inference runs per mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs per mode first")
     parser.add_argument("--folder_images", type=int, default=64, help="pictures in the folder section")
+    parser.add_argument("--malloc", default="default", choices=["default", "run_test"],
+                        help="glibc malloc settings of this process: default (glibc's own, whose map threshold "
+                             "follows the sizes freed, as upstream's scripts run) or run_test (the fixed thresholds "
+                             "run_test.py sets, util.misc.configure_malloc), which spare the upstream-equivalent "
+                             "network most of its page faults")
     parser.add_argument("--dataset", default="Demo_Hazy", help="training dataset for loader and training")
     parser.add_argument("--data_root", default=".", help="--data_root of that dataset")
     parser.add_argument("--cache_dir", default=None, help="where demo datasets are generated")
@@ -88,12 +95,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.malloc == "run_test":
+        configure_malloc()
     device = resolve_device(args.device)
     for name in args.sections:
         start = time.perf_counter()
         SECTIONS[name](args, device)
         print(f"({name} took {time.perf_counter() - start:.0f} s)")
-    print_machine(device)
+    print_machine(device, args.malloc)
     return 0
 
 
