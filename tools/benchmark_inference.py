@@ -95,10 +95,9 @@ def bench_inference(args, device: torch.device) -> None:
              "(d) PointCounter fp32 (training)": lambda: whole_image(network)}
     seconds = interleaved_medians(modes, device, args.runs, args.warmup)
     names = list(modes)
-    outputs = {name: fn() for name, fn in modes.items()}
-    faults = {}
-    for name, fn in modes.items():  # in steady state, as timed: a call right after one of the same mode
-        fn()
+    outputs, faults = {}, {}
+    for name, fn in modes.items():  # faults in steady state, as timed: a call right after one of the same mode
+        outputs[name] = fn()
         faults[name] = page_faults(fn)
     # Fused convolutions are oneDNN calls that the FLOP counter does not see: (b) and (c) do (d)'s work.
     flops = {names[0]: count_flops(modes[names[0]])}
