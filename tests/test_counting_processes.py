@@ -70,3 +70,20 @@ def test_two_processes_print_the_metrics_of_one(tmp_path, capsys):
     assert two.stdout.splitlines()[-1] == one.splitlines()[-1]
     assert two.stdout.splitlines()[-1].startswith("mae: ")
     assert without_rate(two.stdout) == without_rate(one)
+
+
+def test_more_processes_than_gpus_is_a_one_line_error_naming_the_flag(monkeypatch):
+    # torchrun --nproc_per_node 2 on a machine with one GPU: rank 1 would ask for cuda:1.
+    from util.distributed import init_distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    try:
+        init_distributed(torch.device("cuda"))
+    except RuntimeError as error:
+        message = str(error)
+    else:
+        raise AssertionError("no error for local rank 1 on a machine with one CUDA device")
+    assert "\n" not in message and "local rank 1" in message and "--nproc_per_node 1" in message
