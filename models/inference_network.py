@@ -4,9 +4,10 @@ and in fast mode (``amp``) weights and activations in bf16 or fp16.
 
 Exact mode (the default, ``amp=False``) stays in fp32: folding, fused ReLUs and blocks only change
 the order of summation, so outputs stay within the parity tolerances of the upstream network (see
-``tools/parity.py``); on CUDA cuDNN is kept from TF32 (``precision.ieee_fp32_convolutions``). Fast
-mode computes in ``precision.autocast_dtype(device)``: bf16 on CPUs with native bf16 and recent
-GPUs, fp16 on older GPUs, fp32 elsewhere; the heads' output convolutions stay fp32 (``FullPrecision``).
+``tools/parity.py``); on CUDA the convolutions run in IEEE fp32, without TF32 and without cuDNN
+(``precision.ieee_fp32_convolutions``). Fast mode computes in ``precision.autocast_dtype(device)``:
+bf16 on CPUs with native bf16 and recent GPUs, fp16 on older GPUs, fp32 elsewhere; the heads' output
+convolutions stay fp32 (``FullPrecision``).
 """
 import contextlib
 import copy

@@ -133,16 +133,18 @@ def test_fast_mode_on_reference_checkpoint_is_close_to_exact_mode(reference_run)
     assert abs(fast_count - exact_count) <= 0.1 * exact_count
 
 
-def test_exact_mode_keeps_cudnn_from_tf32_only_inside_its_block_and_restores_the_setting():
+def test_exact_mode_keeps_convolutions_from_tf32_only_inside_its_block_and_restores_the_settings():
     from models.precision import ieee_fp32_convolutions
 
-    conv = torch.backends.cudnn.conv
-    before = conv.fp32_precision
+    settings = (torch.backends.cudnn, "enabled"), (torch.backends.cudnn.conv, "fp32_precision"), (
+        torch.backends.cuda.matmul, "fp32_precision")
+    before = [getattr(owner, name) for owner, name in settings]
     with pytest.raises(KeyError):
         with ieee_fp32_convolutions():
-            assert conv.fp32_precision == "ieee"
+            # cuDNN off (its heuristics' plans for IEEE fp32, see the docstring), cuBLAS in IEEE fp32
+            assert [getattr(owner, name) for owner, name in settings] == [False, "ieee", "ieee"]
             raise KeyError("an error inside the block")
-    assert conv.fp32_precision == before
+    assert [getattr(owner, name) for owner, name in settings] == before
 
 
 def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_compute():
