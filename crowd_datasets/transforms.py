@@ -84,13 +84,18 @@ class BilinearResize:
     def __call__(self, tensor: Tensor, y0: int = 0, x0: int = 0, height: int = None, width: int = None) -> Tensor:
         height = self.size[0] - y0 if height is None else height
         width = self.size[1] - x0 if width is None else width
-        # a + (b - a) * w rather than a * (1 - w) + b * w: a flat region stays exactly flat.
+        # Only the source columns the window reads are blended along the rows (the taps never
+        # decrease); index_select rather than indexing: a 128-px crop of a 1024-px wide image took
+        # 0.9 instead of 5.2 ms, with the same values. a + (b - a) * w rather than a * (1 - w) + b * w:
+        # a flat region stays exactly flat.
+        column_low, column_high, column_weight = (taps[x0:x0 + width] for taps in self.cols)
+        first = int(column_low[0])
+        tensor = tensor[..., first:int(column_high[-1]) + 1]
         low, high, weight = (taps[y0:y0 + height] for taps in self.rows)
-        top = tensor[..., low, :]
-        tensor = top + (tensor[..., high, :] - top) * weight[:, None]
-        low, high, weight = (taps[x0:x0 + width] for taps in self.cols)
-        left = tensor[..., low]
-        return left + (tensor[..., high] - left) * weight
+        top = tensor.index_select(-2, low)
+        tensor = top + (tensor.index_select(-2, high) - top) * weight[:, None]
+        left = tensor.index_select(-1, column_low - first)
+        return left + (tensor.index_select(-1, column_high - first) - left) * column_weight
 
 
 def _scale_points(points: Tensor, old: Tuple[int, int], new: Tuple[int, int]) -> Tensor:

@@ -371,3 +371,7 @@ def test_resizing_does_not_depend_on_the_number_of_threads():
     reference = torch.nn.functional.interpolate(image, size=(150, 200), mode="bilinear", align_corners=False)
     assert (one - reference).abs().max() < 1e-4
     assert torch.equal(BilinearResize((97, 131), (150, 200))(image, 10, 20, 64, 64), one[..., 10:74, 20:84])
+    # Windows read only their own source columns: at the clamped right and bottom edges too, and shrinking.
+    assert torch.equal(BilinearResize((97, 131), (150, 200))(image, 86, 136, 64, 64), one[..., 86:, 136:])
+    shrink = BilinearResize((97, 131), (60, 75))
+    assert torch.equal(shrink(image, 3, 41, 50, 34), shrink(image)[..., 3:53, 41:])
