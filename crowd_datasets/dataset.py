@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .annotations import points_outside, read_points
-from .image_io import printable, read_rgb, to_tensor
+from .image_io import pixel_tensor, printable, read_rgb, unit_float
 from .layout import count_clean_pairs
 
 
@@ -89,8 +89,9 @@ class CrowdDataset(Dataset):
     def has_clean_pairs(self) -> bool:
         return bool(self.samples) and self.clean_pairs == len(self.samples)
 
-    def load(self, index: int):
-        """Decoded image ``[3, H, W]`` and points ``[N, 2]`` of one sample, without augmentation."""
+    def load(self, index: int, as_float: bool = True):
+        """Decoded image ``[3, H, W]`` and points ``[N, 2]`` of one sample, without augmentation; the
+        image as float32 in [0, 1], or with ``as_float=False`` as the decoded uint8 pixels."""
         files = self.samples[index]
         rgb = read_rgb(files.image)
         points = read_points(files.annotation)
@@ -98,17 +99,19 @@ class CrowdDataset(Dataset):
         if outside:
             warnings.warn(f"{files.annotation}: {outside} of {len(points)} points lie outside the "
                           f"{rgb.shape[1]}x{rgb.shape[0]} image {files.image.name}; they are kept", stacklevel=2)
-        return to_tensor(rgb), torch.from_numpy(points)
+        image = pixel_tensor(rgb)
+        return (unit_float(image) if as_float else image), torch.from_numpy(points)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        image, points = self.load(index)
+        # Training transforms take uint8 pixels and convert only what their crops read.
+        image, points = self.load(index, as_float=self.transform is None)
         if self.transform is None:
             return image, make_target(points, self.ids[index])
         files = self.samples[index]
         clean = None
         if self.use_clean and files.clean is not None:
-            clean = to_tensor(read_rgb(files.clean))
+            clean = pixel_tensor(read_rgb(files.clean))
             if clean.shape != image.shape:
                 raise ValueError(f"clean image {files.clean} is {tuple(clean.shape[1:])} but {files.image} is "
                                  f"{tuple(image.shape[1:])}; clean pairs must have the same size")

@@ -105,8 +105,19 @@ def check_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def pixel_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``H x W x 3`` uint8 RGB -> uint8 ``[3, H, W]``, a view of the same memory."""
+    check_rgb(rgb)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+
+
+def unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] (value / 255, the same values as torchvision's ``ToTensor``);
+    a float tensor is returned as it is."""
+    return pixels.float().div(255) if pixels.dtype == torch.uint8 else pixels
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 RGB -> float32 ``[3, H, W]`` in [0, 1] (the same values as torchvision's
     ``ToTensor``)."""
-    check_rgb(rgb)
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)
+    return unit_float(pixel_tensor(rgb))

@@ -1,7 +1,8 @@
 """Joint training transforms: pixels and head points move together.
 
 Tensors:
-    image   float32 ``[3, H, W]`` in ``[0, 1]`` (the degraded, e.g. hazy, image)
+    image   float32 ``[3, H, W]`` in ``[0, 1]`` (the degraded, e.g. hazy, image); ``TrainTransform``
+            also takes uint8 pixels and converts (value / 255) only the pixels its crops read
     points  float32 ``[N, 2]`` of ``(x, y)`` in pixels (N may be 0)
     clean   float32 ``[3, H, W]`` haze-free image of the same scene, or ``None``; it always gets
             exactly the same geometric transform as ``image``.
@@ -26,6 +27,8 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .image_io import unit_float
 
 Tensor = torch.Tensor
 
@@ -73,7 +76,7 @@ class BilinearResize:
     run one thread, and crops would then depend on ``--num_workers``.
 
     Call: ``(tensor [..., H, W], y0=0, x0=0, height=h - y0, width=w - x0) -> [..., height, width]``,
-    the window at ``(y0, x0)`` of the resized tensor.
+    the window at ``(y0, x0)`` of the resized tensor; uint8 pixels are read as float32 value / 255.
     """
 
     def __init__(self, old: Tuple[int, int], new: Tuple[int, int]):
@@ -92,8 +95,8 @@ class BilinearResize:
         first = int(column_low[0])
         tensor = tensor[..., first:int(column_high[-1]) + 1]
         low, high, weight = (taps[y0:y0 + height] for taps in self.rows)
-        top = tensor.index_select(-2, low)
-        tensor = top + (tensor.index_select(-2, high) - top) * weight[:, None]
+        top = unit_float(tensor.index_select(-2, low))
+        tensor = top + (unit_float(tensor.index_select(-2, high)) - top) * weight[:, None]
         left = tensor.index_select(-1, column_low - first)
         return left + (tensor.index_select(-1, column_high - first) - left) * column_weight
 
@@ -328,7 +331,8 @@ class TrainTransform:
 
     Call: ``(image [3, H, W], points [N, 2], clean [3, H, W] or None, generator or None)
     -> (images [K, 3, c, c], list of K points [Ni, 2], clean [K, 3, c, c] or None)``
-    with ``K = num_crops`` and ``c = crop_size``; every tensor stays float32.
+    with ``K = num_crops`` and ``c = crop_size``; images float32, or uint8 pixels (read as value / 255),
+    and the crops are float32.
     """
 
     def __init__(
@@ -354,15 +358,17 @@ class TrainTransform:
         old = tuple(image.shape[-2:])
         size = self.scale.draw_size(*old, generator)
         if size is None:
-            images, points_per_crop, clean = self.crops(image, points, clean, generator)
+            clean = None if clean is None else unit_float(clean)
+            images, points_per_crop, clean = self.crops(unit_float(image), points, clean, generator)
             return self.flip(images, points_per_crop, clean, generator)
         # Rescaled, the image holds a crop (see RandomScale), so no padding is needed.
         resize, side = BilinearResize(old, size), self.crops.crop_size
         points = _scale_points(points, old, size)
-        stacked = image[None] if clean is None else torch.stack([image, clean])
-        windows, points_per_crop = [], []
+        sources = [image] if clean is None else [image, clean]
+        windows, points_per_crop = [[] for _ in sources], []
         for y0, x0 in self.crops.draw_origins(*size, generator):
-            windows.append(resize(stacked, y0, x0, side, side))
+            for source, crops in zip(sources, windows):
+                crops.append(resize(source, y0, x0, side, side))
             points_per_crop.append(_points_in_window(points, x0, y0, side))
-        windows = torch.stack(windows, dim=1)
+        windows = [torch.stack(crops) for crops in windows]
         return self.flip(windows[0], points_per_crop, None if clean is None else windows[1], generator)

@@ -375,3 +375,18 @@ def test_resizing_does_not_depend_on_the_number_of_threads():
     assert torch.equal(BilinearResize((97, 131), (150, 200))(image, 86, 136, 64, 64), one[..., 86:, 136:])
     shrink = BilinearResize((97, 131), (60, 75))
     assert torch.equal(shrink(image, 3, 41, 50, 34), shrink(image)[..., 3:53, 41:])
+
+
+@pytest.mark.parametrize("size", [(100, 90), (300, 400)])  # too small to rescale (padded), and rescaled
+def test_train_transform_reads_uint8_pixels_as_the_float_image_bit_for_bit(size):
+    # The dataset hands decoded uint8 pixels to the transform, which converts only what its crops read.
+    generator = torch.Generator().manual_seed(4)
+    pixels, clean = (torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=generator) for _ in range(2))
+    points = torch.rand(20, 2, generator=generator) * torch.tensor([size[1], size[0]])
+    transform = TrainTransform(128, num_crops=3)
+    from_pixels = transform(pixels, points, clean, torch.Generator().manual_seed(1))
+    from_floats = transform(pixels.float() / 255, points, clean.float() / 255, torch.Generator().manual_seed(1))
+    assert from_pixels[0].dtype == from_pixels[2].dtype == torch.float32
+    assert torch.equal(from_pixels[0], from_floats[0]) and torch.equal(from_pixels[2], from_floats[2])
+    assert all(torch.equal(a, b) for a, b in zip(from_pixels[1], from_floats[1]))
+    assert not torch.equal(from_pixels[0], from_pixels[2])  # the clean crops are the clean image's
