@@ -6,8 +6,8 @@ Exact mode (the default, ``amp=False``) stays in fp32: folding, fused ReLUs and 
 the order of summation, so outputs stay within the parity tolerances of the upstream network (see
 ``tools/parity.py``); on CUDA the convolutions run in IEEE fp32, without TF32 and without cuDNN
 (``precision.ieee_fp32_convolutions``). Fast mode computes in ``precision.autocast_dtype(device)``:
-bf16 on CPUs with native bf16 and recent GPUs, fp16 on older GPUs, fp32 elsewhere; the heads' output
-convolutions stay fp32 (``FullPrecision``).
+bf16 on CPUs with native bf16 and recent GPUs, fp16 on older GPUs, fp32 elsewhere; the first
+convolution (on the pixels) and the heads' output convolutions (``FullPrecision``) stay fp32.
 """
 import contextlib
 import copy
@@ -72,25 +72,31 @@ class ConvReLU(nn.Module):
     The ReLU is applied while the convolution writes its output (a separate ReLU reads and writes the
     whole map once more), and the weights are reordered into oneDNN's blocked layout once, not on every
     call. In fp32 the output equals ``relu(conv(x))`` bit for bit. On other devices, or without
-    oneDNN, it runs ``conv`` and ``relu``. Float ``[B, C, h, w]`` in and out, in the weights' dtype.
+    oneDNN, it runs ``conv`` and ``relu``. Float ``[B, C, h, w]`` in and out, in the weights' dtype,
+    or with ``output_dtype`` the result cast to that dtype.
     """
 
     # oneDNN's bf16 kernels are slow for 3 input channels (the first conv took 7.6 ms on a 384 x 512
     # image, 1.9 ms with the pixels and weights padded by zero channels to 8).
     MIN_REDUCED_PRECISION_CHANNELS = 8
 
-    def __init__(self, conv: nn.Conv2d, relu: bool):
+    def __init__(self, conv: nn.Conv2d, relu: bool, output_dtype: torch.dtype = None):
         super().__init__()
         if conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
             raise ValueError(f"ConvReLU takes stride-1, ungrouped, zero-padded convolutions, got {conv}")
         self.conv = conv
         self.relu = relu
+        self.output_dtype = output_dtype
         self.packed = None  # (dtype, input channels, oneDNN weight), made on the first CPU call
 
     def forward(self, x: torch.Tensor, pad_rows: bool = True) -> torch.Tensor:
         """``pad_rows=False``: no zero padding above and below, so ``h`` input rows give ``h - 2``
         output rows (for a 3x3 conv), the rows that do not read beyond ``x``: how a strip of a larger
         map is computed from its neighbours' rows."""
+        y = self.convolve(x, pad_rows)
+        return y if self.output_dtype is None else y.to(self.output_dtype)
+
+    def convolve(self, x: torch.Tensor, pad_rows: bool) -> torch.Tensor:
         conv = self.conv
         padding = list(conv.padding) if pad_rows else [0, conv.padding[1]]
         if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
@@ -194,10 +200,21 @@ class InferenceNetwork(nn.Module):
         network = fuse_batchnorm(model)
         fuse_relu(network)
         self.dtype = autocast_dtype(device) if amp else torch.float32
+        heads = (network.regression, network.classification)
+        # These convs keep their fp32 weights in fast mode (taken before the network is cast).
+        first, outputs = copy.deepcopy(network.backbone.body1[0]), [copy.deepcopy(head.output) for head in heads]
         network = network.to(device=device, dtype=self.dtype, memory_format=torch.channels_last)
-        for head in (network.regression, network.classification):
-            head.output = FullPrecision(ConvReLU(head.output.float(), relu=False))
-        # Pixels are normalised in fp32 (a bf16 ImageNet mean is off by up to 2e-3), then cast.
+        for head, output in zip(heads, outputs):
+            head.output = FullPrecision(ConvReLU(output.to(device, memory_format=torch.channels_last), relu=False))
+        if self.dtype != torch.float32:
+            # conv1_1 reads the fp32 pixels with fp32 weights; its output is cast for the rest of the
+            # network. Its rounding moves every later map: on the demo checkpoint's test split (1771 people
+            # in exact mode) bf16 weights there alone gave 1793 people, bf16 pixels alone 1776, and all
+            # other weights in bf16 1771. In fp32 it costs 1-2 % of fast mode's time (per 64-row strip
+            # 0.92 instead of 0.65 ms); splitting the operands into bf16 pairs cost more (1.0 ms).
+            first.output_dtype = self.dtype
+            network.backbone.body1[0] = first.to(device, memory_format=torch.channels_last)
+        # Pixels are normalised in fp32 (a bf16 ImageNet mean is off by up to 2e-3).
         network.input_mean, network.input_std = (buffer.to(device) for buffer in (model.input_mean, model.input_std))
         self.network = network
         self.device = device
@@ -224,13 +241,13 @@ class InferenceNetwork(nn.Module):
         w / 2]``, bit for bit the result on the whole of ``maps``. (Strips are an even number of rows, so
         that the last one holds at least the 2 rows of context the strip before it reads.)"""
         height, width = maps.shape[-2:]
-        rows = STRIP_ROW_BYTES // maps.element_size()
+        rows = STRIP_ROW_BYTES // self.dtype.itemsize  # the rows of the maps the convs write
         context = len(layers)  # rows each conv reads beyond its output, on either side
         if maps.device.type != "cpu" or height <= rows + 2 * context:
             for layer in layers:
                 maps = layer(maps)
             return pool(maps)
-        pooled = torch.empty((1, layers[-1].conv.out_channels, height // 2, width // 2), dtype=maps.dtype,
+        pooled = torch.empty((1, layers[-1].conv.out_channels, height // 2, width // 2), dtype=self.dtype,
                              device=maps.device, memory_format=torch.channels_last)
         for top in range(0, height, rows):
             bottom = min(top + rows, height)
@@ -256,7 +273,7 @@ class InferenceNetwork(nn.Module):
         maps = [None, None, None]
         for tile in tiles:
             top, bottom, left, right = tile.window
-            pixels = self.network.normalise(images[:, :, top:bottom, left:right]).to(self.dtype)
+            pixels = self.network.normalise(images[:, :, top:bottom, left:right])
             pooled = self.in_strips([conv1_1, conv1_2], pool1, pixels)
             if restore:
                 stage1 = conv2_2(conv2_1(pooled))
