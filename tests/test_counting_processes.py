@@ -7,6 +7,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 import run_test
@@ -80,10 +81,7 @@ def test_more_processes_than_gpus_is_a_one_line_error_naming_the_flag(monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    try:
+    with pytest.raises(RuntimeError) as caught:
         init_distributed(torch.device("cuda"))
-    except RuntimeError as error:
-        message = str(error)
-    else:
-        raise AssertionError("no error for local rank 1 on a machine with one CUDA device")
+    message = str(caught.value)
     assert "\n" not in message and "local rank 1" in message and "--nproc_per_node 1" in message

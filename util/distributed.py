@@ -43,10 +43,10 @@ def init_distributed(device: torch.device) -> DistributedState:
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"torchrun started local rank {local_rank} but this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s), one per process: use --nproc_per_node "
-                               f"{torch.cuda.device_count()} or fewer, or --device cpu")
+        devices = torch.cuda.device_count()
+        if local_rank >= devices:
+            raise RuntimeError(f"torchrun started local rank {local_rank} but this machine has {devices} CUDA "
+                               f"device(s), one per process: use --nproc_per_node {devices} or fewer, or --device cpu")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
