@@ -1,4 +1,5 @@
 """Training losses of the point counter and the restoration module, with their weights."""
+from itertools import accumulate
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -86,21 +87,17 @@ class SetCriterion(nn.Module):
         indices = self.matcher(outputs, targets)
         logits = outputs["pred_logits"]
         device = logits.device
-        batch_idx, pred_idx = self.matched_prediction_index(indices, device)
+        points = [target_points(target, b) for b, target in enumerate(targets)]
+        batch_idx, pred_idx, gt_idx = self.matched_index(indices, [len(p) for p in points], device)
 
         classes = torch.zeros(logits.shape[:2], dtype=torch.int64, device=device)
         classes[batch_idx, pred_idx] = 1
         class_weight = torch.tensor([self.eos_coef, 1.0], dtype=torch.float32, device=device)
         losses = {"loss_ce": F.cross_entropy(logits.float().transpose(1, 2), classes, weight=class_weight)}
 
-        matched_gt_points = torch.cat(
-            [
-                target_points(target, b).to(device=device, dtype=torch.float32)[gt_idx.to(device)]
-                for b, (target, (_, gt_idx)) in enumerate(zip(targets, indices))
-            ]
-        )
+        matched_gt_points = torch.cat([p.to(device=device, dtype=torch.float32) for p in points])[gt_idx]
         matched_pred_points = outputs["pred_points"][batch_idx, pred_idx].float()
-        num_points = distributed_mean_count(sum(len(t["points"]) for t in targets), device)
+        num_points = distributed_mean_count(sum(len(p) for p in points), device)
         squared_error = F.mse_loss(matched_pred_points, matched_gt_points, reduction="sum")
         losses["loss_points"] = squared_error / num_points
 
@@ -109,13 +106,19 @@ class SetCriterion(nn.Module):
         return losses
 
     @staticmethod
-    def matched_prediction_index(
-        indices: List[Tuple[torch.Tensor, torch.Tensor]], device: torch.device
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Flatten per-image matches into ``(batch index, anchor index)`` int64 tensors on ``device``."""
-        batch_idx = torch.cat([torch.full_like(pred, b) for b, (pred, _) in enumerate(indices)])
-        pred_idx = torch.cat([pred for pred, _ in indices])
-        return batch_idx.to(device), pred_idx.to(device)
+    def matched_index(
+        indices: List[Tuple[torch.Tensor, torch.Tensor]], sizes: Sequence[int], device: torch.device
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flatten per-image matches into int64 tensors on ``device``: the batch and anchor index of
+        each matched prediction, and the index of its ground-truth point among all images' points
+        concatenated (image ``b`` holds ``sizes[b]`` of them). One copy to the device for all three."""
+        offsets = [0, *accumulate(sizes[:-1])]
+        flat = torch.stack([
+            torch.cat([torch.full_like(pred, b) for b, (pred, _) in enumerate(indices)]),
+            torch.cat([pred for pred, _ in indices]),
+            torch.cat([gt + offset for (_, gt), offset in zip(indices, offsets)]),
+        ]).to(device)
+        return flat[0], flat[1], flat[2]
 
     def restoration_loss(self, restored: torch.Tensor, targets: Sequence[Dict[str, torch.Tensor]]) -> torch.Tensor:
         """Mean error between ``restored`` ``[B, 3, H, W]`` and the stacked ``clean`` targets."""

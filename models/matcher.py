@@ -1,9 +1,12 @@
 """One-to-one assignment of predicted points to ground-truth head points (Hungarian matching)."""
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 
 def check_prediction_shapes(outputs: Dict[str, torch.Tensor], num_targets: int) -> Tuple[int, int]:
@@ -44,6 +47,8 @@ class HungarianMatcher(nn.Module):
     The cost of giving ground truth ``g`` to prediction ``p`` is
     ``cost_point * ||p - g||_2 - cost_class * softmax(logits_p)[person]`` (distances in pixels);
     the assignment minimising the summed cost is found with ``scipy.optimize.linear_sum_assignment``.
+    The costs of a batch are computed on the outputs' device at once; the images are then solved on
+    the CPU side by side in up to ``torch.get_num_threads()`` threads.
 
     Args:
         cost_class: weight of the person probability in the cost (unitless).
@@ -73,22 +78,33 @@ class HungarianMatcher(nn.Module):
             order ``linear_sum_assignment`` returns them (pred_idx ascending); empty for ``N_b == 0``.
         """
         check_prediction_shapes(outputs, len(targets))
+        costs = self.cost_matrices(outputs, [target_points(target, b) for b, target in enumerate(targets)])
+        with ThreadPoolExecutor(max(1, min(len(costs), torch.get_num_threads()))) as pool:
+            return list(pool.map(assignment, costs))
+
+    def cost_matrices(self, outputs: Dict[str, torch.Tensor], points: Sequence[torch.Tensor]) -> List[np.ndarray]:
+        """The B cost matrices, float32 ``[A, N_b]``, computed in one batch on the outputs' device and
+        copied to the host at once: one synchronisation per batch, not one per image."""
         # The cost only ranks candidates, but in float32 exactly as upstream so that near-ties
         # resolve the same way and the matching reproduces the reference.
         person_prob = outputs["pred_logits"].float().softmax(-1)[..., 1]
         pred_points = outputs["pred_points"].float()
-        indices = []
-        for b, target in enumerate(targets):
-            gt_points = target_points(target, b).to(device=pred_points.device, dtype=torch.float32)
-            if gt_points.shape[0] == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                indices.append((empty, empty.clone()))
-                continue
-            cost = self.cost_point * torch.cdist(pred_points[b], gt_points, p=2) + self.cost_class * (
-                -person_prob[b]
-            ).unsqueeze(1)
-            pred_idx, gt_idx = linear_sum_assignment(cost.cpu().numpy())
-            indices.append(
-                (torch.as_tensor(pred_idx, dtype=torch.int64), torch.as_tensor(gt_idx, dtype=torch.int64))
-            )
-        return indices
+        sizes = [len(p) for p in points]
+        if max(sizes, default=0) == 0:
+            return [np.empty((pred_points.shape[1], 0), dtype=np.float32) for _ in sizes]
+        gt_points = pad_sequence([p.to(device=pred_points.device, dtype=torch.float32) for p in points],
+                                 batch_first=True)
+        cost = self.cost_point * torch.cdist(pred_points, gt_points, p=2) - self.cost_class * person_prob.unsqueeze(2)
+        cost = cost.cpu().numpy()
+        return [cost[b, :, :size] for b, size in enumerate(sizes)]
+
+
+def assignment(cost: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(row indices, column indices)`` int64 of the minimum-cost assignment of ``cost [A, N]``.
+
+    SciPy releases the GIL while it solves, so threads solve the images of a batch side by side."""
+    if cost.shape[1] == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.clone()
+    rows, columns = linear_sum_assignment(cost)
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(columns, dtype=torch.int64)

@@ -69,6 +69,19 @@ def test_matching_reproduces_reference_including_empty_crop(reference):
         assert gt_idx.tolist() == ref_gt, f"crop {crop}: target indices differ"
 
 
+def test_matching_a_batch_equals_matching_each_image_alone():
+    # Images are padded to the batch's largest point count and solved in threads; neither may change
+    # any image's matches. Counts include none, and more people than the 16 anchors.
+    outputs, targets = random_batch([5, 0, 16, 1, 23, 9, 3, 12], seed=3)
+    matcher = HungarianMatcher()
+    batched = matcher(outputs, targets)
+    for b, (pred_idx, gt_idx) in enumerate(batched):
+        alone = matcher({key: value[b:b + 1] for key, value in outputs.items()}, targets[b:b + 1])[0]
+        assert torch.equal(pred_idx, alone[0]) and torch.equal(gt_idx, alone[1]), f"image {b}"
+        assert len(pred_idx) == min(16, len(targets[b]["points"]))
+        assert pred_idx.tolist() == sorted(set(pred_idx.tolist())), f"image {b}: anchors unsorted or repeated"
+
+
 def test_losses_reproduce_reference(reference):
     data, outputs, targets = reference
     losses = make_criterion(data["settings"])(outputs, targets)
