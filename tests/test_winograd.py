@@ -1,0 +1,59 @@
+"""Winograd F(2x2, 3x3) convolutions: exact mode's wide layers on the CPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models.winograd as winograd
+from models import PointCounter
+from models.inference_network import InferenceNetwork
+from models.winograd import WinogradConvReLU
+
+
+@pytest.mark.parametrize("in_channels, out_channels, height, width", [
+    (256, 256, 12, 16), (256, 320, 7, 9), (256, 256, 1, 1), (320, 256, 2, 3)])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("chunk_bytes", [1, winograd.CHUNK_BYTES], ids=["one-block-row-chunks", "default-chunks"])
+def test_winograd_convolution_equals_the_float64_convolution(monkeypatch, in_channels, out_channels, height, width,
+                                                            relu, chunk_bytes):
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    generator = torch.Generator().manual_seed(height * width)
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    x = torch.randn(1, in_channels, height, width, generator=generator).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = WinogradConvReLU(conv, relu=relu)(x)
+        exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        exact = exact.relu() if relu else exact
+    assert y.dtype == torch.float32 and y.shape == exact.shape
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # oneDNN's direct convolution is 1-2e-6 of the largest output away from float64 on these layers.
+    assert (y.double() - exact).abs().max() <= 2e-6 * exact.abs().max()
+    if relu:
+        assert (y >= 0).all()
+
+
+def test_winograd_refuses_narrow_or_strided_convs_and_wrong_inputs():
+    with pytest.raises(ValueError, match="at least 256 input and output channels"):
+        WinogradConvReLU(nn.Conv2d(128, 256, 3, padding=1), relu=True)
+    with pytest.raises(ValueError, match="stride-1"):
+        WinogradConvReLU(nn.Conv2d(256, 256, 3, padding=1, stride=2), relu=True)
+    layer = WinogradConvReLU(nn.Conv2d(256, 256, 3, padding=1), relu=True)
+    with pytest.raises(ValueError, match=r"expects \[1, 256, h, w\], got \(2, 256, 4, 4\)"):
+        layer(torch.zeros(2, 256, 4, 4))
+
+
+def test_exact_mode_on_the_cpu_runs_every_wide_3x3_conv_as_winograd_and_fast_mode_none():
+    torch.manual_seed(0)
+    model = PointCounter().eval()
+
+    def winograd_layers(amp):
+        network = InferenceNetwork(model, "cpu", amp=amp)
+        return sorted(name for name, module in network.named_modules() if isinstance(module, WinogradConvReLU))
+
+    # conv3_2, conv3_3, conv4_1 .. conv5_3, the FPN's P4_2 and the heads' hidden convs have 256 or 512
+    # channels on both sides; conv1_x, conv2_x (64 and 128 channels) and conv3_1 (128 -> 256) stay direct.
+    assert winograd_layers(amp=False) == sorted(
+        [f"network.backbone.body2.{i}" for i in (4, 7)] + [f"network.backbone.body3.{i}" for i in (1, 4, 7)]
+        + [f"network.backbone.body4.{i}" for i in (1, 4, 7)] + ["network.fpn.P4_2"]
+        + [f"network.{head}.{conv}" for head in ("regression", "classification") for conv in ("conv1", "conv2")])
+    assert winograd_layers(amp=True) == []
