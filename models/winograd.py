@@ -44,10 +44,13 @@ class WinogradConvReLU(nn.Module):
             raise ValueError(f"WinogradConvReLU takes 3x3, stride-1, zero-padded convolutions with at least "
                              f"{WIDE_CHANNELS} input and output channels, got {conv}")
         transform = torch.tensor(WEIGHT_TRANSFORM, dtype=torch.float64)
-        weight = conv.weight.detach().to(torch.float64)
-        transformed = torch.einsum("ak,oikl,bl->abio", transform, weight, transform)
-        self.register_buffer("transformed_weight", transformed.reshape(16, conv.in_channels, conv.out_channels)
-                             .to(conv.weight.dtype).contiguous())
+        transformed = conv.weight.new_empty((4, 4, conv.in_channels, conv.out_channels))
+        # In float64, a few output channels at a time: whole-layer float64 temporaries (up to 34 MB for
+        # 512 -> 512) stayed in the process's heap and raised a 4000 x 3000 picture's peak memory.
+        for first in range(0, conv.out_channels, 32):
+            weight = conv.weight.detach()[first:first + 32].to(torch.float64)
+            transformed[..., first:first + 32] = torch.einsum("ak,oikl,bl->abio", transform, weight, transform)
+        self.register_buffer("transformed_weight", transformed.reshape(16, conv.in_channels, conv.out_channels))
         bias = conv.bias.detach().clone() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
         self.register_buffer("bias", bias)
         self.relu = relu
