@@ -34,7 +34,8 @@ def is_wide_conv3x3(conv: nn.Conv2d) -> bool:
 
 class WinogradConvReLU(nn.Module):
     """``relu(conv(x))`` (or ``conv(x)`` with ``relu=False``) for a 3x3 conv ``is_wide_conv3x3`` accepts,
-    by F(2x2, 3x3) in fp32. Input float32 ``[1, C_in, h, w]`` (any ``h``, ``w``), output float32
+    by F(2x2, 3x3) in fp32, for inference (it writes into its buffers, which autograd cannot follow).
+    Input float32 ``[1, C_in, h, w]`` (any ``h``, ``w``, any memory layout), output float32
     ``[1, C_out, h, w]`` channels-last. Only the transformed weights ``[16, C_in, C_out]`` and the bias
     are kept."""
 
@@ -93,7 +94,7 @@ class Buffers:
 
     def __init__(self, chunk: int, columns: int, channels: int, out_channels: int, like: torch.Tensor):
         # The input window of the chunk with its one-pixel zero border; its border columns (and for an odd
-    # width the column after the last) stay zero, as only the columns inside are written.
+        # width the column after the last) stay zero, as only the columns inside are written.
         self.window = like.new_zeros((2 * chunk + 2, 2 * columns + 2, channels))
         self.rows = like.new_empty((4, chunk, 2 * columns + 2, channels))
         self.transformed = like.new_empty((4, 4, chunk, columns, channels))
