@@ -212,13 +212,15 @@ class InferenceNetwork(nn.Module):
         network = fuse_batchnorm(model)
         fuse_relu(network)
         self.dtype = autocast_dtype(device) if amp else torch.float32
+        reduced = self.dtype != torch.float32
         heads = (network.regression, network.classification)
         # These convs keep their fp32 weights in fast mode (taken before the network is cast).
-        first, outputs = copy.deepcopy(network.backbone.body1[0]), [copy.deepcopy(head.output) for head in heads]
+        outputs = [copy.deepcopy(head.output) for head in heads]
+        first = copy.deepcopy(network.backbone.body1[0]) if reduced else None
         network = network.to(device=device, dtype=self.dtype, memory_format=torch.channels_last)
         for head, output in zip(heads, outputs):
             head.output = FullPrecision(ConvReLU(output.to(device, memory_format=torch.channels_last), relu=False))
-        if self.dtype != torch.float32:
+        if reduced:
             # conv1_1 reads the fp32 pixels with fp32 weights; its output is cast for the rest of the
             # network. Its rounding moves every later map: on the demo checkpoint's test split (1771 people
             # in exact mode) bf16 weights there alone gave 1793 people, bf16 pixels alone 1776, and all
