@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .network import PointCounter
-from .precision import autocast_dtype, ieee_fp32_convolutions
+from .precision import autocast_dtype, ieee_fp32_convolutions, onednn_computes
 from .tiling import plan_tiles
 from .winograd import WinogradConvReLU, is_wide_conv3x3
 
@@ -74,8 +74,8 @@ class ConvReLU(nn.Module):
 
     The ReLU is applied while the convolution writes its output (a separate ReLU reads and writes the
     whole map once more), and the weights are reordered into oneDNN's blocked layout once, not on every
-    call. In fp32 the output equals ``relu(conv(x))`` bit for bit. On other devices, or without
-    oneDNN, it runs ``conv`` and ``relu``. Float ``[B, C, h, w]`` in and out, in the weights' dtype,
+    call. On other devices, without oneDNN, or in a dtype this CPU's oneDNN cannot compute in (bf16
+    below AVX512), it runs ``conv`` and ``relu``. Float ``[B, C, h, w]`` in and out, in the weights' dtype,
     or with ``output_dtype`` the result cast to that dtype.
     """
 
@@ -102,7 +102,7 @@ class ConvReLU(nn.Module):
     def convolve(self, x: torch.Tensor, pad_rows: bool) -> torch.Tensor:
         conv = self.conv
         padding = list(conv.padding) if pad_rows else [0, conv.padding[1]]
-        if x.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        if x.device.type != "cpu" or not (torch.backends.mkldnn.enabled and onednn_computes(conv.weight.dtype)):
             y = F.conv2d(x, conv.weight, conv.bias, padding=padding, dilation=conv.dilation)
             return torch.relu_(y) if self.relu else y
         # The weights are reordered once, with the conv's own padding; calls without row padding use them too

@@ -16,26 +16,44 @@ NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (then bf16 autocast is ~2x fp32 speed).
 
-    Needs oneDNN with bf16 support; where ``/proc/cpuinfo`` exists (Linux) its flags must also name
-    a native bf16 instruction set, because oneDNN reports bf16 support on AVX512 CPUs that only
-    emulate it. Elsewhere oneDNN's answer is taken as is. Cached: fast mode asks on every forward.
+    Needs oneDNN with bf16 support (which an ``ONEDNN_MAX_CPU_ISA`` cap below AVX512 takes away); where
+    ``/proc/cpuinfo`` exists (Linux) its flags must also name a native bf16 instruction set, because
+    oneDNN reports bf16 support on AVX512 CPUs that only emulate it. Elsewhere oneDNN's answer is taken
+    as is. Cached: fast mode asks on every forward.
     """
+    if not onednn_computes(torch.bfloat16):
+        return False
+    flags = cpu_flags()
+    return not flags or any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                flags.update(value.split())
+    return frozenset(flags)
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_computes(dtype: torch.dtype) -> bool:
+    """Whether this CPU's oneDNN can run convolutions in ``dtype`` at all (natively or emulated): fp32
+    always; bf16 needs AVX512 (BW, VL, DQ), AVX-NE-CONVERT or AMX, fp16 AVX512-FP16 or AMX-FP16, as
+    oneDNN reads them under any ``ONEDNN_MAX_CPU_ISA`` cap. Elsewhere its reduced-precision paths raise."""
     if not torch.backends.mkldnn.is_available():
         return False
+    if dtype == torch.float32:
+        return True
+    check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
     try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
+        return check is not None and bool(getattr(torch.ops.mkldnn, check)())
     except (AttributeError, RuntimeError):
         return False
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return True
-    flags = set()
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return not flags or any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
 
 
 def autocast_dtype(device) -> torch.dtype:

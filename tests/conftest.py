@@ -1,6 +1,55 @@
+"""The test session: the project on ``sys.path`` and two markers (registered in pyproject.toml).
+
+- ``reference_fixtures``: the test reads the reference fixtures (``util.parity.fixtures_dir()``). Where
+  they are absent (a clone from the code host) it skips with one reason line; where they must be present
+  (``CI`` or ``REQUIRE_FIXTURES`` set to 1/true, as ``.ci/run`` does) their absence fails it, so that
+  parity can never silently stop being checked. Their sha256 sums (``reference_fixtures.sha256``) are
+  checked once per session: changed fixtures fail every test that reads them.
+- ``cpu_kernels``: the result rests on the CPU's kernels (precision, Winograd, fast mode, ``--amp``,
+  parity); ``.ci/run`` runs these again under an emulated AVX2-only CPU.
+"""
+import functools
+import hashlib
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from util.parity import FIXTURES_HINT, fixtures_dir  # noqa: E402
+
+MANIFEST = Path(__file__).with_name("reference_fixtures.sha256")
+
+
+def fixtures_required() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in ("CI", "REQUIRE_FIXTURES"))
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_problem() -> tuple:
+    """``(None, False)`` when the fixtures are present and unchanged, else ``(message, fails)``."""
+    folder = fixtures_dir()
+    expected = [line.split(None, 1) for line in MANIFEST.read_text().splitlines() if line.strip()]
+    missing = [name for _, name in expected if not (folder / name).is_file()]
+    if missing:
+        where = f"{folder} has no {missing[0]}" if folder.is_dir() else f"no folder {folder}"
+        return f"needs the reference fixtures ({where}): {FIXTURES_HINT}", fixtures_required() or folder.is_dir()
+    changed = [name for digest, name in expected
+               if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest]
+    if changed:
+        return (f"the reference fixtures in {folder} are not the ones the tests were written for: "
+                f"{', '.join(changed)} differ from {MANIFEST.name}"), True
+    return None, False
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("reference_fixtures"):
+        message, fails = fixture_problem()
+        if message and fails:
+            pytest.fail(message, pytrace=False)
+        if message:
+            pytest.skip(message)

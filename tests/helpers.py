@@ -1,10 +1,13 @@
-"""Shared test fixtures' building blocks: paths to ../shared and tiny random checkpoints."""
+"""Shared test fixtures' building blocks: paths to the reference fixtures and tiny random checkpoints.
+A test that reads the reference fixtures carries ``@pytest.mark.reference_fixtures`` (see conftest.py)."""
 from pathlib import Path
 
 import torch
 
+from util.parity import fixtures_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = fixtures_dir()
 REFERENCE = SHARED / "reference"
 REAL_SAMPLES = SHARED / "real_samples"
 REFERENCE_CHECKPOINT = REFERENCE / "upstream_format_checkpoint.pth"
@@ -58,3 +61,39 @@ def tiny_dataset(root, num_train=4, num_test=3, size=(72, 64), seed=0):
         (root / f"{split}.list").write_text("\n".join(lines) + "\n")
     return ["--dataset_file", "Custom", "--data_root", str(root), "--train_list", "train.list",
             "--test_list", "test.list"]
+
+
+# Rounding bounds for comparing convolutions computed by different kernels. A dot product of n terms
+# summed in floating point with unit roundoff u, in any order, is within gamma(n, u) * sum(|w * x|) of
+# the exact one (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., eq. 3.5).
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
+BF16_UNIT_ROUNDOFF = 2.0 ** -8  # 8 significant bits
+
+
+def gamma(n: int, unit_roundoff: float) -> float:
+    return n * unit_roundoff / (1 - n * unit_roundoff)
+
+
+def absolute_conv(x: torch.Tensor, conv) -> torch.Tensor:
+    """``sum(|w * x|) + |b|`` of every output of ``conv`` (a stride-1 ``nn.Conv2d``) on ``x``, in float64:
+    the magnitude that the rounding bounds of a convolution's outputs scale with."""
+    import torch.nn.functional as F
+
+    bias = conv.bias.double().abs() if conv.bias is not None else None
+    return F.conv2d(x.double().abs(), conv.weight.double().abs(), bias, padding=conv.padding)
+
+
+def fp32_conv_bound(x: torch.Tensor, conv) -> torch.Tensor:
+    """Largest difference between two fp32 computations of ``conv(x)`` that sum in different orders
+    (different kernels, blockings or fused post-ops): each is within gamma(K + 1) * sum|w x| of the exact
+    value, K = in_channels * kh * kw products plus the bias. ReLU is 1-Lipschitz, so the bound holds after it."""
+    terms = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] + 1
+    return 2 * gamma(terms, FP32_UNIT_ROUNDOFF) * absolute_conv(x, conv)
+
+
+def bf16_conv_bound(x: torch.Tensor, conv) -> torch.Tensor:
+    """Largest difference between ``conv(x)`` computed with bf16 inputs and weights (fp32 sums, bf16
+    output) and in fp32: each product is off by at most (1 + u)^2 - 1 = 2u + u^2 (both factors rounded,
+    u = 2^-8), both sums by the fp32 bound, and the output's rounding adds u * |y| <= u * sum|w x|."""
+    u = BF16_UNIT_ROUNDOFF
+    return (3 * u + u * u) * absolute_conv(x, conv) + fp32_conv_bound(x, conv)

@@ -20,6 +20,7 @@ def quiet(message):
     pass
 
 
+@pytest.mark.reference_fixtures
 def test_float16_upstream_checkpoint_loads_as_float32_and_drops_dead_keys(upstream_state):
     lines = []
     model, settings, _ = build_from_checkpoint(REFERENCE_CHECKPOINT, log=lines.append)
@@ -37,6 +38,7 @@ def save_state(tmp_path, state, name="ckpt.pth", **extra):
     return path
 
 
+@pytest.mark.reference_fixtures
 def test_missing_key_is_named(tmp_path, upstream_state):
     state = dict(upstream_state)
     del state["fpn.P4_2.weight"]
@@ -44,6 +46,7 @@ def test_missing_key_is_named(tmp_path, upstream_state):
         build_from_checkpoint(save_state(tmp_path, state), log=quiet)
 
 
+@pytest.mark.reference_fixtures
 def test_wrong_shape_is_named_with_both_shapes(tmp_path, upstream_state):
     state = dict(upstream_state)
     state["regression.conv1.weight"] = torch.zeros(256, 256, 1, 1)
@@ -51,6 +54,7 @@ def test_wrong_shape_is_named_with_both_shapes(tmp_path, upstream_state):
         build_from_checkpoint(save_state(tmp_path, state), log=quiet)
 
 
+@pytest.mark.reference_fixtures
 def test_unknown_key_is_named(tmp_path, upstream_state):
     state = dict(upstream_state)
     state["fpn.P6.weight"] = torch.zeros(3)
@@ -68,6 +72,7 @@ class Payload:
         return (Path.touch, (Path(self.marker),))
 
 
+@pytest.mark.reference_fixtures
 def test_pickled_object_is_refused_and_never_runs(tmp_path, upstream_state):
     marker = tmp_path / "code_ran"
     path = save_state(tmp_path, dict(upstream_state), payload=Payload(str(marker)))
@@ -77,6 +82,7 @@ def test_pickled_object_is_refused_and_never_runs(tmp_path, upstream_state):
     assert str(path) in str(pytest.raises(CheckpointError, read_checkpoint, path).value)
 
 
+@pytest.mark.reference_fixtures
 def test_argparse_namespace_in_checkpoint_is_accepted(tmp_path, upstream_state):
     path = save_state(tmp_path, dict(upstream_state), args=argparse.Namespace(lr=1e-4))
     model, _, content = build_from_checkpoint(path, log=quiet)

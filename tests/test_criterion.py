@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,13 +8,12 @@ import torch.nn.functional as F
 
 from models.criterion import SetCriterion
 from models.matcher import HungarianMatcher
-
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from helpers import REFERENCE
 
 
 @pytest.fixture(scope="module")
 def reference():
-    with open(REFERENCE_DIR / "criterion_reference.json") as f:
+    with open(REFERENCE / "criterion_reference.json") as f:
         data = json.load(f)
     outputs = {
         "pred_logits": torch.tensor(data["inputs"]["pred_logits"], dtype=torch.float32),
@@ -56,6 +54,7 @@ def add_restoration(outputs, targets, size=32, seed=1):
     return dict(outputs, pred_restored=restored), with_clean
 
 
+@pytest.mark.reference_fixtures
 def test_matching_reproduces_reference_including_empty_crop(reference):
     data, outputs, targets = reference
     settings = data["settings"]
@@ -82,6 +81,7 @@ def test_matching_a_batch_equals_matching_each_image_alone():
         assert pred_idx.tolist() == sorted(set(pred_idx.tolist())), f"image {b}: anchors unsorted or repeated"
 
 
+@pytest.mark.reference_fixtures
 def test_losses_reproduce_reference(reference):
     data, outputs, targets = reference
     losses = make_criterion(data["settings"])(outputs, targets)

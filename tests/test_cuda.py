@@ -42,6 +42,7 @@ def test_one_process_torchrun_with_nccl(tmp_path):
     assert (tmp_path / "run" / "latest.pth").is_file() and (tmp_path / "run" / "best_mae.pth").is_file()
 
 
+@pytest.mark.reference_fixtures
 def test_exact_forward_on_cuda_matches_the_reference_outputs():
     counter = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cuda", log=lambda message: None)
     reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")

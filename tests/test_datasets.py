@@ -151,6 +151,8 @@ def test_evaluation_does_not_depend_on_batch_size(tmp_path):
     assert results[0]["images"] == 5 and len(results[0]["records"]) == 5
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.reference_fixtures
 def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):
     counts = json.loads((REFERENCE / "reference_counts.json").read_text())
     lines = []

@@ -1,4 +1,6 @@
 """Fast inference mode: BatchNorm folding is exact in fp32, and bf16/fp16 fast mode stays close to exact mode."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -8,7 +10,9 @@ from models import Counter, ModelSettings, PointCounter, build_from_checkpoint
 from models.inference_network import InferenceNetwork, fuse_batchnorm
 from models.precision import autocast_context, autocast_dtype
 from util.parity import compare_outputs, within_parity
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, padded_outputs
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, bf16_conv_bound, fp32_conv_bound, padded_outputs
+
+pytestmark = pytest.mark.cpu_kernels
 
 # Exact logits of the reference checkpoint are random-weight logits: about 2 % of anchors score a
 # hair above 0.5. Anchors whose exact person-minus-background logit margin is within this band may
@@ -102,6 +106,7 @@ def test_autocast_context_on_cpu_uses_the_advertised_dtype():
     assert product.dtype == dtype
 
 
+@pytest.mark.reference_fixtures
 def test_fp32_fast_model_keeps_reference_parity(reference_run):
     exact, _, fused_fp32 = reference_run
     # The parity tolerances of exact mode against upstream (DESIGN.md §5); measured 1e-7 and 6e-5 px.
@@ -109,6 +114,7 @@ def test_fp32_fast_model_keeps_reference_parity(reference_run):
     assert within_parity(row) and row["decisive_anchors"] > 10_000, row
 
 
+@pytest.mark.reference_fixtures
 def test_fast_mode_on_reference_checkpoint_is_close_to_exact_mode(reference_run):
     exact, fast, _ = reference_run
     assert fast["pred_logits"].dtype == torch.float32 and fast["pred_points"].dtype == torch.float32
@@ -174,11 +180,19 @@ def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_comput
         for in_channels, size in ((3, (40, 56)), (32, (24, 16))):
             conv = nn.Conv2d(in_channels, 16, 3, padding=1)
             x = torch.randn(1, in_channels, *size, generator=generator).contiguous(memory_format=torch.channels_last)
-            assert torch.equal(ConvReLU(conv, relu=True)(x), torch.relu(conv(x))), "fp32 must be bit-equal"
-            assert torch.equal(ConvReLU(conv, relu=False)(x), conv(x))
-            reduced = ConvReLU(conv.to(torch.bfloat16), relu=True)(x.to(torch.bfloat16))  # pads 3 channels to 8
+            # ConvReLU and PyTorch's conv are different oneDNN kernels (which ones depends on the CPU), so
+            # they may sum in different orders: equal within the fp32 rounding bound of a 3x3 conv.
+            expected = conv(x)
+            bound = fp32_conv_bound(x, conv)
+            fused = ConvReLU(conv, relu=True)(x)
+            assert fused.shape == expected.shape and (fused >= 0).all()
+            assert ((fused.double() - expected.relu().double()).abs() <= bound).all()
+            assert ((ConvReLU(conv, relu=False)(x).double() - expected.double()).abs() <= bound).all()
+            assert (expected < -bound).any(), "some outputs must be negative for the fused ReLU to show"
+            # bf16 runs in oneDNN where the CPU has bf16 kernels, else as PyTorch's conv; pads 3 channels to 8
+            reduced = ConvReLU(copy.deepcopy(conv).to(torch.bfloat16), relu=True)(x.to(torch.bfloat16))
             assert reduced.dtype == torch.bfloat16 and reduced.shape == (1, 16, *size)
-            assert (reduced.float() - torch.relu(conv.float()(x))).abs().max() < 0.05
+            assert ((reduced.double() - expected.relu().double()).abs() <= bf16_conv_bound(x, conv)).all()
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(2, 8, 12, 20, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
             assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2, 2))

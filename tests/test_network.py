@@ -94,6 +94,8 @@ def reference_counter():
     return Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.reference_fixtures
 def test_parity_with_upstream_on_a_real_image(reference_counter):
     reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
     image = reference_counter.read(REAL_SAMPLES / "A_IMG_160.jpg")
@@ -106,6 +108,7 @@ def test_parity_with_upstream_on_a_real_image(reference_counter):
     assert list(image.shape[:2]) == [counts["image_size_wh"][1], counts["image_size_wh"][0]]
 
 
+@pytest.mark.reference_fixtures
 def test_counter_accepts_path_and_array_identically(reference_counter):
     from crowd_datasets.image_io import read_rgb
 

@@ -26,6 +26,8 @@ def reference_onnx(tmp_path_factory):
     return path
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.reference_fixtures
 @pytest.mark.parametrize("name", ["A_IMG_160", "Rain_IMG_0045"])
 def test_onnxruntime_matches_the_upstream_outputs_on_both_reference_images(reference_onnx, name):
     counter = Counter.from_checkpoint(reference_onnx)
@@ -38,6 +40,8 @@ def test_onnxruntime_matches_the_upstream_outputs_on_both_reference_images(refer
     assert abs(row["count"] - counts["pred_count_at_0.5"]) <= row["anchors_in_band"]
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.reference_fixtures
 def test_one_exported_file_takes_any_padded_size_and_tiles_like_the_checkpoint(reference_onnx):
     exact = Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None, tile_size=0)
     exported = Counter.from_checkpoint(reference_onnx, tile_size=0)
@@ -52,6 +56,7 @@ def test_one_exported_file_takes_any_padded_size_and_tiles_like_the_checkpoint(r
     assert row["max_logit_diff"] <= 1e-5 and row["max_point_diff"] <= 1e-4, row
 
 
+@pytest.mark.reference_fixtures
 def test_run_test_writes_the_same_counts_from_the_onnx_file_as_from_the_checkpoint(reference_onnx, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -76,6 +81,7 @@ def test_run_test_writes_the_same_counts_from_the_onnx_file_as_from_the_checkpoi
         assert [row["image"] for row in csv.DictReader(file)] == ["crop0.jpg", "crop1.jpg", "crop2.jpg"]
 
 
+@pytest.mark.reference_fixtures
 def test_exported_file_carries_the_settings_and_refuses_what_it_cannot_do(tmp_path, capsys):
     from models import ModelSettings
 
@@ -124,6 +130,7 @@ def test_export_tool_names_a_bad_output_and_writes_nothing(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pth"]
 
 
+@pytest.mark.reference_fixtures
 def test_counting_with_a_checkpoint_never_imports_onnx_or_onnxruntime(tmp_path):
     random_checkpoint(tmp_path / "model.pth")
     code = ("import sys, run_test; "

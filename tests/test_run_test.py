@@ -12,6 +12,7 @@ from util.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
 
 
+@pytest.mark.reference_fixtures
 def test_png_with_alpha_named_jpg_decodes_like_cv2_imread(tmp_path):
     real = REAL_SAMPLES / "Rain_IMG_0045.jpg"
     assert cv2.imread(str(real), cv2.IMREAD_UNCHANGED).shape[2] == 4
@@ -62,6 +63,8 @@ def test_missing_input_and_checkpoint_are_reported(tmp_path, capsys):
     assert "missing.pth" in capsys.readouterr().err
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.reference_fixtures
 def test_reference_image_points_csv_matches_upstream(tmp_path):
     out = tmp_path / "out"
     code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(REAL_SAMPLES / "A_IMG_160.jpg"),
@@ -109,6 +112,7 @@ def test_input_and_dataset_are_mutually_exclusive(tmp_path):
         run_test.main(["--weight_path", "w.pth", "--input", "x", "--dataset_file", "Demo_Hazy"])
 
 
+@pytest.mark.cpu_kernels
 def test_fast_mode_flag_counts_with_autocast(tmp_path, capsys):
     random_checkpoint(tmp_path / "model.pth")
     image = tmp_path / "photo.png"
@@ -246,6 +250,7 @@ def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path
         counter(pictures / "small.png")
 
 
+@pytest.mark.reference_fixtures
 def test_truncated_pictures_are_skipped_by_name_and_the_rest_counted(tmp_path, capsys):
     random_checkpoint(tmp_path / "model.pth")
     pictures = tmp_path / "pictures"

@@ -68,6 +68,7 @@ def picture_counts(clip, tmp_path_factory):
     return [int(row["count"]) for row in read_csv(out / "counts.csv")]
 
 
+@pytest.mark.reference_fixtures
 def test_video_counts_equal_the_frames_counted_as_pictures(clip, picture_counts, tmp_path, capsys):
     out = tmp_path / "out"
     code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
@@ -86,6 +87,7 @@ def test_video_counts_equal_the_frames_counted_as_pictures(clip, picture_counts,
     assert not (out / "points").exists()
 
 
+@pytest.mark.reference_fixtures
 def test_frame_stride_counts_every_nth_frame_and_writes_their_points(clip, picture_counts, tmp_path):
     out = tmp_path / "out"
     assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
@@ -100,6 +102,7 @@ def test_frame_stride_counts_every_nth_frame_and_writes_their_points(clip, pictu
         assert len(points) == int(row["count"])
 
 
+@pytest.mark.reference_fixtures
 def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos(clip, picture_counts, tmp_path,
                                                                                    capsys):
     folder = tmp_path / "mixed"
@@ -162,6 +165,7 @@ class Camera(Stream):
         self.capture = LoopingCapture(source)
 
 
+@pytest.mark.reference_fixtures
 def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, monkeypatch, capsys):
     predict = run_test.Counter.predict
     calls = []
@@ -192,6 +196,7 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
                                                     for row in rows]
 
 
+@pytest.mark.reference_fixtures
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, picture_counts, tmp_path, monkeypatch,
                                                                           capsys, stride):
@@ -214,6 +219,7 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
     assert f"; {len(picture_counts)} read)" in capsys.readouterr().out
 
 
+@pytest.mark.reference_fixtures
 def test_video_mistakes_are_one_line(tmp_path, capsys):
     args = ["--weight_path", str(REFERENCE_CHECKPOINT), "--input"]
     assert run_test.main(args + ["9"]) == run_test.EXIT_SKIPPED

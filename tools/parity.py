@@ -1,11 +1,12 @@
-"""Compare this project's network with the upstream outputs stored in ``../shared/reference``.
+"""Compare this project's network with the upstream outputs stored in the reference fixtures.
 
 Runs the reference checkpoint on each reference image through the same code path as ``run_test.py``
 (``Counter.outputs``: decoding, padding, tiling, exact mode) and prints, per image, the largest logit
 and point deviation and whether every decisive anchor (reference person score farther than ``util.parity.DECISIVE_BAND``
 from the threshold) is classified the same. The last line says PASS or FAIL.
 
-    python tools/parity.py [--reference ../shared/reference] [--images ../shared/real_samples]
+    python tools/parity.py [--reference DIR] [--images DIR]   # default: reference/ and real_samples/ of
+                                                              # $DEHAZE_P2PNET_FIXTURES or ../shared
     python tools/parity.py --weight_path reference.onnx   # the reference checkpoint exported to ONNX
 """
 import argparse
@@ -19,14 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import Counter  # noqa: E402
-from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs, within_parity  # noqa: E402
+from util.parity import (FIXTURES_HINT, LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs,  # noqa: E402
+                         fixtures_dir, within_parity)
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"),
+    parser.add_argument("--reference", default=str(fixtures_dir() / "reference"),
                         help="folder with upstream_format_checkpoint.pth and *_reference_outputs.npz")
-    parser.add_argument("--images", default=str(ROOT.parent / "shared" / "real_samples"),
+    parser.add_argument("--images", default=str(fixtures_dir() / "real_samples"),
                         help="folder with the reference images")
     parser.add_argument("--weight_path", default=None,
                         help="the reference checkpoint in another form, e.g. exported by tools/export_onnx.py "
@@ -35,6 +38,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     reference_dir, image_dir = Path(args.reference), Path(args.images)
     weight_path = args.weight_path or reference_dir / "upstream_format_checkpoint.pth"
+    needed = [reference_dir / "reference_counts.json", Path(weight_path), image_dir]
+    missing = next((path for path in needed if not path.exists()), None)
+    if missing is not None:
+        print(f"error: the reference fixtures are missing ({missing} not found); {FIXTURES_HINT}, or give --reference "
+              "and --images", file=sys.stderr)
+        return 1
     counter = Counter.from_checkpoint(weight_path, device=args.device,
                                       log=lambda message: None)
     counts = json.loads((reference_dir / "reference_counts.json").read_text())

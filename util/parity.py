@@ -1,12 +1,26 @@
 """What "computes what the original code computes" means (DESIGN.md §5), defined once for
 ``tools/parity.py``, ``tools/benchmark.py`` and the tests: logits within ``LOGIT_TOLERANCE``, points
 within ``POINT_TOLERANCE_PX`` pixels, and every decisive anchor (reference person score farther than
-``DECISIVE_BAND`` from the threshold) classified the same."""
+``DECISIVE_BAND`` from the threshold) classified the same. Also where the reference fixtures are
+(``fixtures_dir``)."""
+import os
+from pathlib import Path
+
 import torch
 
 LOGIT_TOLERANCE = 1e-4
 POINT_TOLERANCE_PX = 1e-3
 DECISIVE_BAND = 1e-4
+FIXTURES_ENV_VAR = "DEHAZE_P2PNET_FIXTURES"
+FIXTURES_HINT = (f"they are not part of the repository (see docs/testing.md): put the folder holding reference/ and "
+                 f"real_samples/ beside the clone as ../shared, or point {FIXTURES_ENV_VAR} at it")
+
+
+def fixtures_dir() -> Path:
+    """The folder holding the reference fixtures' ``reference/`` and ``real_samples/``:
+    ``$DEHAZE_P2PNET_FIXTURES`` if set, else ``shared/`` beside this clone (where the maintainers keep it)."""
+    configured = os.environ.get(FIXTURES_ENV_VAR)
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared"
 
 
 def compare_outputs(outputs: dict, reference: dict, threshold: float = 0.5, band: float = DECISIVE_BAND) -> dict:
