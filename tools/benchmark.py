@@ -22,7 +22,6 @@ Timings are medians; nothing here is used by the tests.
 """
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,20 +33,21 @@ sys.path.insert(0, str(ROOT))
 
 from benchmark_inference import bench_folder, bench_inference, bench_onnx  # noqa: E402
 from benchmark_training import bench_irm, bench_loader, bench_training  # noqa: E402
-from models.precision import autocast_dtype, cpu_has_native_bf16  # noqa: E402
+from models.precision import autocast_dtype  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
+from measure import machine_header  # noqa: E402
 from util.misc import configure_malloc  # noqa: E402
+from util.parity import fixtures_dir  # noqa: E402
 
 SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
             "loader": bench_loader, "training": bench_training}
-SHARED = ROOT.parent / "shared"
+SHARED = fixtures_dir()
+DEFAULT_IMAGE = next(path for path in (SHARED / "real_samples" / "A_IMG_160.jpg", ROOT / "assets" / "demo" /
+                                       "hazy_street.jpg") if path.is_file() or path.parent.name == "demo")
 
 
 def print_machine(device: torch.device, malloc: str) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"\nmachine: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"device {device} ({name}), malloc settings: {malloc}, native CPU bf16: {cpu_has_native_bf16()}, "
-          f"fast-mode dtype: {str(autocast_dtype(device)).replace('torch.', '')}, python {platform.python_version()}, "
+    print(f"\nmalloc settings: {malloc}; fast-mode dtype: {str(autocast_dtype(device)).replace('torch.', '')}; "
           f"load average {os.getloadavg()[0]:.1f} (timings are only comparable on an otherwise idle machine)")
 
 
@@ -58,8 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device to measure")
     parser.add_argument("--weight_path", default=str(SHARED / "reference" / "upstream_format_checkpoint.pth"),
                         help="checkpoint for the inference sections (random weights if the file is missing)")
-    parser.add_argument("--image", default=str(SHARED / "real_samples" / "A_IMG_160.jpg"),
-                        help="image for the inference section; the folder section crops it and its siblings")
+    parser.add_argument("--image", default=str(DEFAULT_IMAGE),
+                        help="image for the inference section; the folder section crops it and its siblings "
+                             "(default: the reference fixtures' A_IMG_160.jpg, else a picture of assets/demo)")
     parser.add_argument("--runs", type=int, default=5, help="timed inference runs per mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed inference runs per mode first")
     parser.add_argument("--folder_images", type=int, default=64, help="pictures in the folder section")
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
     if args.malloc == "run_test":
         configure_malloc()
     device = resolve_device(args.device)
+    args.peaks = machine_header(device)
     for name in args.sections:
         start = time.perf_counter()
         SECTIONS[name](args, device)

@@ -73,3 +73,76 @@ def print_table(title: str, headers: list, rows: list) -> None:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``/proc/cpuinfo`` gives it (Linux), else what ``platform`` knows."""
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def isa_level() -> str:
+    """The instruction sets PyTorch's and oneDNN's kernels use here: ATen's dispatch level, whether
+    oneDNN runs bf16 natively (AVX512-BF16 or AMX) and whether the CPU has AMX, plus any emulation cap."""
+    import os
+
+    from models.precision import cpu_has_native_bf16, cpu_flags
+
+    flags = cpu_flags()
+    parts = [f"ATen {torch.backends.cpu.get_cpu_capability()}",
+             "native bf16" if cpu_has_native_bf16() else "no native bf16",
+             "AMX" if "amx_bf16" in flags else "no AMX"]
+    caps = [f"{name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+            if name in os.environ]
+    return ", ".join(parts + caps)
+
+
+def conv_peak(dtype: torch.dtype, device: torch.device, runs: int = 5) -> float:
+    """This machine's convolution peak in ``dtype``, GFLOP/s: the best of three wide 3x3 convolutions of
+    the network's shapes (256 -> 256 channels on 96 x 128, 512 -> 512 on 48 x 64 and 24 x 32, channels-last,
+    as oneDNN or cuDNN runs them directly), each the median of ``runs`` calls after two untimed ones.
+    What a direct-convolution implementation can reach here; Winograd can exceed it."""
+    best = 0.0
+    for channels, height, width in ((256, 96, 128), (512, 48, 64), (512, 24, 32)):
+        conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, dtype, memory_format=torch.channels_last)
+        x = torch.randn(1, channels, height, width, device=device, dtype=dtype).contiguous(
+            memory_format=torch.channels_last)
+        flops = 2 * channels * channels * 9 * height * width
+        with torch.inference_mode():
+            for _ in range(2):
+                conv(x)
+            seconds = statistics.median(timed(lambda: conv(x), device) for _ in range(runs))
+        best = max(best, flops / seconds / 1e9)
+    return best
+
+
+def machine_header(device: torch.device) -> dict:
+    """Print what the figures below were measured on (the CPU or GPU, ISA level, cores, torch, the fp32
+    and reduced-precision conv peaks) and return the peaks, GFLOP/s by dtype."""
+    import os
+    import platform
+
+    from models.precision import autocast_dtype
+
+    reduced = autocast_dtype(device)
+    peaks = {torch.float32: conv_peak(torch.float32, device)}
+    if reduced != torch.float32:
+        peaks[reduced] = conv_peak(reduced, device)
+    if device.type == "cuda":
+        name = f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+    else:
+        name = f"CPU {cpu_model()} ({isa_level()})"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    peak_text = ", ".join(f"{str(dtype).replace('torch.', '')} {value:.0f}" for dtype, value in peaks.items())
+    ratio = f" ({peaks[reduced] / peaks[torch.float32]:.1f}x fp32)" if reduced in peaks and len(peaks) > 1 else ""
+    print(f"machine: {name}; {cores} cores, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
+          f"python {platform.python_version()}\nconvolution peaks (GFLOP/s, direct 3x3): {peak_text}{ratio}")
+    return peaks
