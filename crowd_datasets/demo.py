@@ -210,6 +210,16 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 192)) -> 
     return Scene(image=image, depth=depth, points=points)
 
 
+def make_degraded_scene(seed: np.random.SeedSequence, weather: str,
+                        size: tuple[int, int] = (256, 192)) -> tuple[Scene, np.ndarray]:
+    """One scene of ``size = (W, H)`` and its copy in ``weather`` ("haze" or "rain"), both drawn from
+    ``seed``: ``(Scene, degraded uint8 H×W×3 RGB)``."""
+    scene_rng, weather_rng = (np.random.default_rng(s) for s in seed.spawn(2))
+    scene = make_scene(scene_rng, size)
+    degraded = random_weather(scene.image.astype(np.float32) / 255.0, scene.depth, weather, weather_rng)
+    return scene, (degraded * 255.0 + 0.5).astype(np.uint8)
+
+
 def _write_jpeg(path: pathlib.Path, rgb: np.ndarray) -> None:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]):
         raise OSError(f"could not write JPEG image {path}")
@@ -232,10 +242,8 @@ def generate_split(out_dir: str | os.PathLike, num_images: int, weather: str, se
         folder.mkdir(parents=True, exist_ok=True)
     image_seeds = np.random.SeedSequence(seed).spawn(num_images)
     for n, image_seed in enumerate(image_seeds, start=1):
-        scene_rng, weather_rng = (np.random.default_rng(s) for s in image_seed.spawn(2))
-        scene = make_scene(scene_rng, size)
-        degraded = random_weather(scene.image.astype(np.float32) / 255.0, scene.depth, weather, weather_rng)
-        _write_jpeg(folders["images"] / f"IMG_{n}.jpg", (degraded * 255.0 + 0.5).astype(np.uint8))
+        scene, degraded = make_degraded_scene(image_seed, weather, size)
+        _write_jpeg(folders["images"] / f"IMG_{n}.jpg", degraded)
         _write_jpeg(folders["HR"] / f"IMG_{n}.jpg", scene.image)
         lines = "".join(f"{x:.2f} {y:.2f}\n" for x, y in scene.points)
         (folders["images"] / f"IMG_{n}.txt").write_text(lines)

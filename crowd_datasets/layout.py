@@ -100,11 +100,14 @@ def find_samples(name: str, split: str, data_root, list_path=None, cache_dir=Non
 
     Registry datasets use upstream's list file when ``data_root`` has it, else the plain folder layout
     (``[datasets/]<folder>/<split>_data/images`` with annotations found by stem). ``Custom`` needs
-    ``list_path``. Demo datasets are generated into ``cache_dir`` on first use.
+    ``list_path``. Demo datasets are generated into ``cache_dir`` on first use. A combined entry
+    (``parts``) holds its parts' files one after the other.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     entry = get_entry(name)
+    if entry.parts:
+        return [sample for part in entry.parts for sample in find_samples(part, split, data_root, list_path, cache_dir)]
     if entry.demo:
         from .demo import ensure_demo
 

@@ -10,11 +10,13 @@ class DatasetEntry:
     """Where a dataset lives and how it trains: ``folder`` is its path below ``datasets/`` (images) and
     ``crowd_datasets/`` (upstream's list and annotation files) under ``--data_root`` (``None``: lists
     given on the command line); ``crop_size`` is the training crop in pixels; ``demo`` datasets are
-    generated on first use."""
+    generated on first use; ``parts`` names the entries whose images a combined dataset holds, in
+    that order."""
 
     folder: Optional[str]
     crop_size: int = 128
     demo: bool = False
+    parts: tuple = ()
 
 
 DATASETS = {
@@ -28,6 +30,7 @@ DATASETS = {
     "Custom": DatasetEntry(None),
     "Demo_Hazy": DatasetEntry("Demo_Hazy", demo=True),
     "Demo_Rainy": DatasetEntry("Demo_Rainy", demo=True),
+    "Demo_Weather": DatasetEntry(None, demo=True, parts=("Demo_Hazy", "Demo_Rainy")),
 }
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from crowd_datasets import demo
+from tools import demo_pictures
 from crowd_datasets.demo import default_cache_dir, ensure_demo, generate_split, make_scene
 from crowd_datasets.weather import add_haze, add_rain, random_weather
 
@@ -247,17 +248,53 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / ".cache" / "dehaze-p2pnet"
 
 
-def test_the_python_that_tools_demo_sh_runs_imports():
-    """demo.sh picks its schedule with a Python one-liner; a renamed module once made it fall back to
-    the slow fp32 schedule without a word."""
-    import importlib
-    import re
+def test_the_commands_of_tools_demo_sh_parse_with_the_scripts_own_options():
+    """A renamed flag or dataset would only show when a new user runs the demo: parse every train.py,
+    run_test.py and tools/ command of demo.sh with the option definitions the scripts use."""
+    import shlex
     from pathlib import Path
 
-    script = (Path(__file__).resolve().parents[1] / "tools" / "demo.sh").read_text()
-    imports = re.findall(r"from ([\w.]+) import ([\w, ]+)", script)
-    assert imports, "demo.sh no longer imports anything: update this test"
-    for module, names in imports:
-        loaded = importlib.import_module(module)
-        for name in names.split(","):
-            assert hasattr(loaded, name.strip()), f"demo.sh: {module} has no {name.strip()}"
+    from util.options import build_parser
+
+    script = (Path(__file__).resolve().parents[1] / "tools" / "demo.sh").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.replace('"$dataset"', "Demo_Rainy"), comments=True)
+                for line in script.splitlines() if line.lstrip().startswith(".venv/bin/python ")]
+    scripts = [command[1] for command in commands]
+    assert scripts == ["train.py", "run_test.py", "run_test.py", "tools/demo_pictures.py"], scripts
+    train_args = build_parser("train").parse_args(commands[0][2:])
+    assert train_args.dataset_file == "Demo_Weather" and train_args.amp is True and train_args.resume == "auto"
+    assert train_args.lr_drop < train_args.epochs, "the learning rate must drop before the end"
+    for command in commands[1:3]:
+        test_args = build_parser("test").parse_args(command[2:])
+        assert test_args.weight_path == "runs/demo/best_mae.pth"
+    assert build_parser("test").parse_args(commands[2][2:]).input == "assets/demo"
+    assert commands[3][2] == "compare" and demo_pictures.TRUE_COUNTS.is_file()
+
+
+def test_demo_weather_holds_both_demo_datasets_and_the_demo_pictures_their_true_counts(default_cache, tmp_path,
+                                                                                        capsys):
+    import csv
+    from pathlib import Path
+
+    from crowd_datasets import find_samples
+
+    combined = find_samples("Demo_Weather", "test", ".", cache_dir=default_cache)
+    parts = [find_samples(name, "test", ".", cache_dir=default_cache) for name in ("Demo_Hazy", "Demo_Rainy")]
+    assert [sample.image for sample in combined] == [sample.image for part in parts for sample in part]
+    assert len(combined) == 48 and all(sample.clean is not None for sample in combined)
+
+    root = Path(__file__).resolve().parents[1]
+    assert demo_pictures.make(tmp_path, tmp_path / "counts.csv") == 0
+    assert capsys.readouterr().out.splitlines()[0] == "hazy_square.jpg: haze, 109 people"
+    with open(root / "assets" / "demo_counts.csv", newline="") as file:
+        committed = {row["image"]: int(row["true_count"]) for row in csv.DictReader(file)}
+    with open(tmp_path / "counts.csv", newline="") as file:
+        made = {row["image"]: int(row["true_count"]) for row in csv.DictReader(file)}
+    assert made == committed and sorted(committed) == sorted(path.name for path in (root / "assets" / "demo").iterdir())
+    for name in committed:  # the committed pictures are the generator's (JPEG-decoded, so within a few levels)
+        drawn, stored = (cv2.imread(str(folder / name)).astype(int) for folder in (tmp_path, root / "assets" / "demo"))
+        assert drawn.shape == stored.shape == (192, 256, 3) and np.abs(drawn - stored).mean() < 1.0
+    (tmp_path / "counted.csv").write_text("image,count\nhazy_square.jpg,100\nhazy_street.jpg,150\nrainy_plaza.jpg,80\n")
+    assert demo_pictures.compare(tmp_path / "counted.csv", root / "assets" / "demo_counts.csv") == 0
+    assert committed["hazy_square.jpg"] == 109
+    assert capsys.readouterr().out.splitlines()[0] == "hazy_square.jpg: counted 100, drawn 109 (-9, -8 %)"
