@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt pytest==9.2.0 ruff==0.17.6
 # From scratch (no ImageNet download), with learning rates 2.5x P2PNet's (25x for the backbone) that
-# drop tenfold for the last 4 epochs, so that minutes of CPU time learn to count (4x higher rates kept
+# drop tenfold for the last 2 epochs, so that minutes of CPU time learn to count (4x higher rates kept
 # the classifier from finding anyone for 8 epochs; 2x higher ones learned slower). --amp computes in
 # bf16 where the CPU or GPU runs it natively (a step 2x cheaper on Zen 4, 3.6x with AMX); elsewhere
 # train.py says so and trains the same schedule in fp32, which takes longer (README gives the times).
 .venv/bin/python train.py --dataset_file Demo_Weather --backbone_weights none --output_dir runs/demo --resume auto \
-    --amp --epochs 14 --lr_drop 10 --eval_freq 2 --lr 2.5e-4 --lr_backbone 2.5e-4 --batch_size 4 --num_crops 2
+    --amp --epochs 12 --lr_drop 10 --eval_freq 2 --lr 2.5e-4 --lr_backbone 2.5e-4 --batch_size 4 --num_crops 2
 for dataset in Demo_Hazy Demo_Rainy; do
     echo "== $dataset test split"
     .venv/bin/python run_test.py --dataset_file "$dataset" --weight_path runs/demo/best_mae.pth \
