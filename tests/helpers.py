@@ -35,6 +35,23 @@ def random_checkpoint(path, settings=None, seed=0):
     return model
 
 
+def trained_looking_model(restoration=False):
+    """Random weights with non-trivial BatchNorm statistics, scaled so that plenty of anchors score
+    above 0.5 and comparisons are not between near-empty outputs."""
+    from models import ModelSettings, PointCounter
+
+    torch.manual_seed(7)
+    model = PointCounter(ModelSettings(input_norm="imagenet", restoration=restoration)).eval()
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+        model.classification.output.weight.mul_(30)
+    return model
+
+
 def tiny_dataset(root, num_train=4, num_test=3, size=(72, 64), seed=0):
     """A ``Custom`` dataset under ``root``: ``train.list``/``test.list``, images with bright blobs at
     the head points, clean pairs in ``HR/``. Returns the command-line arguments that select it."""

@@ -98,7 +98,9 @@ def test_each_release_becomes_a_custom_dataset_with_exactly_its_points(tmp_path,
     assert prepare_dataset.main(["--format", release, "--src", str(src), "--dst", str(tmp_path / "out")]) == 0
     assert "converted 2 train, 1 test images with 3 points" in capsys.readouterr().out
     for split in ("train", "test"):
-        for name, (points, shape) in points_by_name(tmp_path / "out", split).items():
+        converted = points_by_name(tmp_path / "out", split)
+        assert sorted(converted) == sorted(name for name in POINTS if SPLIT[name] == split)
+        for name, (points, shape) in converted.items():
             assert SPLIT[name] == split
             np.testing.assert_array_equal(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2))
             assert shape == (SIZE[1], SIZE[0])
@@ -108,7 +110,9 @@ def test_max_side_scales_images_and_points_together(tmp_path, capsys):
     src = jhu_release(tmp_path / "release")
     assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "out"),
                                  "--max_side", "45"]) == 0
-    for name, (points, shape) in points_by_name(tmp_path / "out", "train").items():
+    converted = points_by_name(tmp_path / "out", "train")
+    assert sorted(converted) == sorted(name for name in POINTS if SPLIT[name] == "train")
+    for name, (points, shape) in converted.items():
         assert shape == (30, 45)
         np.testing.assert_allclose(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2) / 2, atol=1e-5)
 

@@ -11,7 +11,7 @@ STAGE_CHANNELS = (128, 256, 512)
 STAGE_STRIDES = (2, 4, 8)
 # Forward cost of the counter without the IRM (VGG16-BN to stride 16 + FPN + heads) on 384×512,
 # in FLOP counted like FlopCounterMode (2 per multiply-add).
-COUNTER_FORWARD_FLOPS_384X512 = 139e9
+COUNTER_FORWARD_FLOPS_384X512 = 139.6e9
 
 
 def stage_features(height, width, batch=1, seed=0, requires_grad=False):
@@ -45,17 +45,19 @@ def parameter_count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def test_parameter_count_is_within_budget():
-    assert 0 < parameter_count(RestorationModule()) <= 2_000_000
+def test_parameter_count_is_the_one_readme_gives():
+    # README: "145 k parameters"; DESIGN.md's budget is 2 M. A change of the module must update README.
+    assert parameter_count(RestorationModule()) == 145_475
 
 
-def test_forward_flops_are_at_most_a_tenth_of_the_counter():
+def test_forward_flops_are_the_two_percent_readme_gives():
     restoration = RestorationModule()
     features = stage_features(384, 512)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         restoration(features, (384, 512))
     flops = counter.get_total_flops()
-    assert 0 < flops <= 0.10 * COUNTER_FORWARD_FLOPS_384X512
+    # README: "about 2 % extra compute" (DESIGN.md's budget is 15 %); the module is 2.2 % of the counter
+    assert 0.015 * COUNTER_FORWARD_FLOPS_384X512 <= flops <= 0.025 * COUNTER_FORWARD_FLOPS_384X512
 
 
 def test_gradients_reach_every_feature_map():

@@ -86,7 +86,9 @@ def test_rain_adds_bright_streaks_at_the_recorded_angle(tmp_path):
     dst = tmp_path / "rainy"
     assert synthesize_weather.main(["--src", str(src), "--dst", str(dst), "--weather", "rain", "--severity", "heavy",
                                     "--num_workers", "0"]) == 0
-    for name, parameters in weather_rows(dst).items():
+    rows = weather_rows(dst)
+    assert len(rows) == 2 * 3, "one row per picture of both splits"
+    for name, parameters in rows.items():
         split = name.split("_")[0]
         rain = read_rgb(dst / f"{split}_data" / "images" / name).astype(float)
         assert rain.mean() > 20 + 5 and rain.max() > 120, "rain only brightens, with bright streaks"

@@ -8,26 +8,11 @@ import models.inference_network as inference_network
 import run_test
 from crowd_datasets import CrowdDataset, find_samples
 from engine import evaluate
-from models import Counter, ModelSettings, PointCounter
+from models import Counter, PointCounter
 from models.tiling import TILE_MARGIN, plan_tiles
 from util.misc import collate_images
 from util.parity import compare_outputs, within_parity
-from helpers import padded_outputs, random_checkpoint, tiny_dataset
-
-
-def trained_looking_model(restoration=False) -> PointCounter:
-    """Random weights with non-trivial BatchNorm statistics, scaled so that plenty of anchors score
-    above 0.5 and the comparison below is not between near-empty outputs."""
-    torch.manual_seed(7)
-    model = PointCounter(ModelSettings(input_norm="imagenet", restoration=restoration)).eval()
-    generator = torch.Generator().manual_seed(8)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.2)
-                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-        model.classification.output.weight.mul_(30)
-    return model
+from helpers import padded_outputs, random_checkpoint, tiny_dataset, trained_looking_model
 
 
 def assert_same_outputs(tiled: dict, whole: dict) -> None:
