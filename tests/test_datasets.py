@@ -181,3 +181,16 @@ def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):
         assert abs(record["abs_err"] - expected) <= band[record["image"]]
     expected_mae = np.mean([abs(c["pred_count_at_0.5"] - c["gt_count"]) for c in counts.values()])
     assert abs(summary["mae"] - expected_mae) <= sum(band.values()) / len(band)
+
+
+def test_evaluation_never_reads_the_clean_pairs(tmp_path, capsys):
+    import run_test
+    from helpers import random_checkpoint, tiny_dataset
+
+    args = tiny_dataset(tmp_path / "data", num_train=1, num_test=3)
+    for clean in (tmp_path / "data" / "test_data" / "HR").iterdir():
+        clean.write_bytes(b"not an image: reading it would fail the run")  # upstream reads HR/ and crashes
+    random_checkpoint(tmp_path / "model.pth")
+    assert run_test.main(args + ["--weight_path", str(tmp_path / "model.pth")]) == 0  # default loader workers
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "images: 3" in lines and lines[-1].startswith("mae: ")

@@ -96,14 +96,15 @@ def reference_counter():
 
 @pytest.mark.cpu_kernels
 @pytest.mark.reference_fixtures
-def test_parity_with_upstream_on_a_real_image(reference_counter):
-    reference = np.load(REFERENCE / "A_IMG_160_reference_outputs.npz")
-    image = reference_counter.read(REAL_SAMPLES / "A_IMG_160.jpg")
+@pytest.mark.parametrize("name", ["A_IMG_160", "Rain_IMG_0045"])  # the second: a 1920 x 1080 PNG with alpha
+def test_parity_with_upstream_on_real_images(reference_counter, name):
+    reference = np.load(REFERENCE / f"{name}_reference_outputs.npz")
+    image = reference_counter.read(REAL_SAMPLES / f"{name}.jpg")
     outputs = reference_counter.outputs(image)
     row = compare_outputs(outputs, reference)
     assert within_parity(row), row
     assert row["decisive_anchors"] > 0.9 * row["anchors"]
-    counts = json.loads((REFERENCE / "reference_counts.json").read_text())["A_IMG_160"]
+    counts = json.loads((REFERENCE / "reference_counts.json").read_text())[name]
     assert abs(row["count"] - counts["pred_count_at_0.5"]) <= row["anchors_in_band"]
     assert list(image.shape[:2]) == [counts["image_size_wh"][1], counts["image_size_wh"][0]]
 

@@ -140,3 +140,16 @@ def test_counting_with_a_checkpoint_never_imports_onnx_or_onnxruntime(tmp_path):
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.cpu_kernels
+def test_export_tool_exits_1_when_the_file_differs_from_pytorch_beyond_the_tolerances(tmp_path, monkeypatch, capsys):
+    random_checkpoint(tmp_path / "model.pth")
+    args = ["--weight_path", str(tmp_path / "model.pth"), "--output", str(tmp_path / "model.onnx")]
+    monkeypatch.setattr(export_tool, "POINT_TOLERANCE_PX", 0.0)  # fp32 rounding is then "beyond"
+    assert export_tool.main(args) == 1
+    captured = capsys.readouterr()
+    assert "differs from the PyTorch network beyond the parity tolerances" in captured.err
+    assert captured.out.count("max |point diff|") == 2 and "max |point diff| 0.00e+00" not in captured.out
+    monkeypatch.undo()
+    assert export_tool.main(args) == 0

@@ -144,3 +144,25 @@ def test_bad_sources_and_used_destinations_are_one_line_errors(tmp_path, capsys)
     assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "o")]) == 0
     assert prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "o")]) == 1
     assert "already holds test.list, train.list" in capsys.readouterr().err
+
+
+def test_csv_split_places_a_csv_without_split_column_and_overwrite_replaces_the_lists(tmp_path, capsys):
+    src = csv_release(tmp_path / "release")
+    rows = list(csv.reader(open(src)))
+    no_split = tmp_path / "release" / "no_split.csv"
+    with open(no_split, "w", newline="") as file:
+        csv.writer(file).writerows([row[:3] for row in rows])
+    dst = tmp_path / "out"
+    assert prepare_dataset.main(["--format", "csv", "--src", str(no_split), "--dst", str(dst)]) == 0
+    assert sorted(points_by_name(dst, "test")) == ["a", "b", "c"], "without a split column: --csv_split, test"
+    assert not (dst / "train.list").exists()
+    assert prepare_dataset.main(["--format", "csv", "--src", str(no_split), "--dst", str(dst),
+                                 "--csv_split", "train"]) == 1
+    assert "already holds test.list" in capsys.readouterr().err and not (dst / "train.list").exists()
+    assert prepare_dataset.main(["--format", "csv", "--src", str(no_split), "--dst", str(dst), "--csv_split", "train",
+                                 "--overwrite"]) == 0
+    assert f"removed {dst / 'test.list'} of the earlier conversion" in capsys.readouterr().out
+    assert sorted(path.name for path in dst.glob("*.list")) == ["train.list"], "a stale test.list would leak"
+    assert sorted(points_by_name(dst, "train")) == ["a", "b", "c"]
+    for name, (points, _) in points_by_name(dst, "train").items():
+        np.testing.assert_array_equal(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2))

@@ -270,6 +270,12 @@ def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path
     counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", max_pixels=1000)
     with pytest.raises(ImageReadError, match="small.png: declares 64 x 48 pixels"):
         counter(pictures / "small.png")
+    # --max_megapixels moves the limit both ways: small.png has 3072 pixels
+    small = ["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures / "small.png")]
+    assert run_test.main(small + ["--max_megapixels", "0.003"]) == run_test.EXIT_SKIPPED
+    assert "skipped small.png: declares 64 x 48 pixels" in capsys.readouterr().err
+    assert run_test.main(small + ["--max_megapixels", "0.0031"]) == 0
+    assert capsys.readouterr().out.startswith("small.png: ")
 
 
 @pytest.mark.reference_fixtures

@@ -176,3 +176,27 @@ def test_bad_training_flags_are_named(flag, value, capsys):
     with pytest.raises(SystemExit):
         train.main(["--dataset_file", "Demo_Hazy", flag, value])
     assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_p2pnet_training_defaults_hold_and_gradients_are_clipped_to_them(tmp_path, monkeypatch):
+    args = build_parser("train").parse_args(["--dataset_file", "Hazy_SHTA"])
+    p2pnet = dict(lr=1e-4, lr_backbone=1e-5, weight_decay=1e-4, clip_max_norm=0.1, batch_size=8, num_crops=4,
+                  epochs=3500, eval_freq=5, set_cost_class=1.0, set_cost_point=0.05, eos_coef=0.5,
+                  point_loss_coef=0.0002, num_workers=2, threshold=0.5, amp=None)
+    assert {name: getattr(args, name) for name in p2pnet} == p2pnet
+    assert ModelSettings().row == ModelSettings().line == 2
+    norms = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def recording(parameters, max_norm, *rest, **options):
+        total = original(parameters, max_norm, *rest, **options)  # the norm before clipping
+        norms.append((max_norm, float(total)))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1)
+    assert train.main(data + ["--epochs", "1", "--batch_size", "1", "--num_crops", "1", "--crop_size", "32",
+                              "--backbone_weights", "none", "--num_workers", "0",
+                              "--output_dir", str(tmp_path / "run")]) == 0
+    assert len(norms) == 2 and all(max_norm == 0.1 for max_norm, _ in norms)
+    assert any(total > 0.1 for _, total in norms), "the gradients were small enough to need no clipping"

@@ -231,3 +231,20 @@ def test_video_mistakes_are_one_line(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             run_test.main(args + [str(tmp_path / "clip.mp4")] + flags)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cameras_and_stream_urls_are_told_from_files_and_printed_without_credentials():
+    from pathlib import Path
+
+    from util.video import is_live_source
+
+    for live in ("0", "12", "rtsp://cam.local/stream", "RTSP://cam.local/s", "http://host:8080/video.mjpg",
+                 "rtmp://host/live", "udp://239.0.0.1:1234"):
+        assert is_live_source(live), live
+    for file in ("clip.mp4", "0.mp4", "videos/rtsp.mkv", "-1", "file:///tmp/clip.mp4"):
+        assert not is_live_source(file), file
+    assert run_test.source_name("rtsp://admin:s3cret@cam.local:554/stream") == "rtsp://cam.local:554/stream"
+    assert run_test.source_name("http://user@host/video") == "http://host/video"
+    assert run_test.source_name("rtsp://cam.local/a@b") == "rtsp://cam.local/a@b", "an @ in the path is kept"
+    assert run_test.source_name("3") == "camera 3"
+    assert run_test.source_name(Path("videos/clip.mp4")) == "clip.mp4"

@@ -238,6 +238,12 @@ def main(argv=None) -> int:
         return 1
     for split, split_lines in lines.items():
         (dst / f"{split}.list").write_text("\n".join(split_lines) + "\n")
+    # A list of an earlier conversion that this one does not write would still name its pictures: with
+    # --overwrite it goes, so that no picture is both in train.list and in a stale test.list.
+    for name in existing:
+        if Path(name).stem not in lines:
+            (dst / name).unlink()
+            print(f"removed {dst / name} of the earlier conversion (--overwrite)")
     counts = ", ".join(f"{len(split_lines)} {split}" for split, split_lines in lines.items())
     print(f"converted {counts} images with {points} points into {dst}; {problems} annotation file(s) with "
           f"problems{' (see above)' if problems else ''}; lists: {', '.join(f'{split}.list' for split in lines)}")
