@@ -16,9 +16,16 @@ import train
 NOBODY = 65534
 
 
-def run_unprivileged(main, argv) -> tuple:
+def run_unprivileged(main, argv, timeout: float = 120) -> tuple:
     """``(exit code, stderr)`` of ``main(argv)`` run as user and group ``nobody`` when this process is
-    root, else as this user. Everything ``main`` needs before its first check is imported already."""
+    root, else as this user. Everything ``main`` needs before its first check is imported already. A
+    child that cannot drop root, or fails otherwise, writes why to that stderr (exit code 99); one
+    still running after ``timeout`` seconds is killed and the test fails saying so."""
+    import selectors
+    import signal
+    import time
+    import traceback
+
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:
@@ -33,13 +40,26 @@ def run_unprivileged(main, argv) -> tuple:
             code = main(argv)
         except SystemExit as stop:
             code = stop.code
+        except BaseException:
+            traceback.print_exc()
         finally:
             sys.stderr.flush()
             os._exit(code if isinstance(code, int) else 98)
     os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        err = pipe.read()
-    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), err
+    chunks, deadline = [], time.monotonic() + timeout
+    with os.fdopen(read_end, "rb") as pipe, selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                chunk = os.read(pipe.fileno(), 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        else:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail(f"{main.__module__}.main{tuple(argv)} still ran after {timeout} s; killed")
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), b"".join(chunks).decode(errors="replace")
 
 
 @pytest.fixture

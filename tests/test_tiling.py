@@ -67,7 +67,20 @@ def test_dataset_evaluation_tiles_images_over_the_tile_size_with_the_same_number
     dataset = CrowdDataset(find_samples("Custom", "test", tmp_path, data[-1]))
     summaries = [evaluate(Counter(model, tile_size=tile_size), DataLoader(dataset, collate_fn=collate_images),
                           progress=False) for tile_size in (0, 128)]
-    assert summaries[0]["records"] == summaries[1]["records"]
+    # Tiled logits differ from whole-image ones by float rounding, so an anchor scoring within the parity
+    # band of the threshold may be counted in one and not the other (one such anchor here): counts may
+    # differ by the anchors in the band, and by nothing else.
+    band = []
+    for index in range(len(dataset)):
+        image, _ = dataset[index]
+        whole, tiled = (Counter(model, tile_size=tile_size).outputs(image) for tile_size in (0, 128))
+        row = compare_outputs(tiled, whole)
+        assert within_parity(row), row
+        band.append(row["anchors_in_band"])
+    for whole_record, tiled_record, in_band in zip(*(summary["records"] for summary in summaries), band):
+        assert whole_record["image"] == tiled_record["image"] and whole_record["gt"] == tiled_record["gt"]
+        assert abs(whole_record["pred"] - tiled_record["pred"]) <= in_band
+    assert abs(summaries[0]["mae"] - summaries[1]["mae"]) <= sum(band) / len(band)
     assert sum(record["pred"] for record in summaries[0]["records"]) > 0
 
 

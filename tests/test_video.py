@@ -219,10 +219,27 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
     assert f"; {len(picture_counts)} read)" in capsys.readouterr().out
 
 
-@pytest.mark.reference_fixtures
-def test_video_mistakes_are_one_line(tmp_path, capsys):
-    args = ["--weight_path", str(REFERENCE_CHECKPOINT), "--input"]
+def test_video_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
+    import util.video
+    from helpers import random_checkpoint
+
+    opened = []
+
+    class Unanswered:
+        """A camera that does not answer, whatever cameras this machine has."""
+
+        def __init__(self, source):
+            opened.append(source)
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(util.video.cv2, "VideoCapture", Unanswered)
+    random_checkpoint(tmp_path / "model.pth")
+    args = ["--weight_path", str(tmp_path / "model.pth"), "--input"]
     assert run_test.main(args + ["9"]) == run_test.EXIT_SKIPPED
+    assert opened == [9], "a digit is a camera index"
+    monkeypatch.undo()
     assert "skipped camera 9: cannot be opened as a video" in capsys.readouterr().err
     assert run_test.main(args + [str(tmp_path / "missing.mp4")]) == 1
     assert "missing.mp4: no such file" in capsys.readouterr().err
