@@ -124,3 +124,33 @@ def test_sigterm_stops_with_where_and_how_to_resume_and_leaves_no_temporary_file
                               text=True, cwd=ROOT, timeout=240)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert f"resumed from {run / 'latest.pth'} at epoch {saved + 1}" in finished.stdout
+
+
+def test_a_sigterm_during_a_checkpoint_write_takes_effect_once_the_file_is_complete(tmp_path, monkeypatch, capsys):
+    """The signal arrives while latest.pth of epoch 0 is being written (deterministically, from inside the
+    write): the write finishes, the file loads, and only then does the run stop, saying it holds epoch 0."""
+    import models.checkpoint
+
+    previous = signal.getsignal(signal.SIGTERM)
+    real_save = models.checkpoint.torch.save
+    writes = []
+
+    def save_with_sigterm(content, file, *args, **kwargs):
+        writes.append(content.get("epoch"))
+        if "optimizer" in content:  # latest.pth, not best_mae.pth
+            signal.raise_signal(signal.SIGTERM)
+            writes.append("signalled")
+        return real_save(content, file, *args, **kwargs)
+
+    monkeypatch.setattr(models.checkpoint.torch, "save", save_with_sigterm)
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0"]
+    try:
+        code = train.main(data + ["--epochs", "3", "--output_dir", str(tmp_path / "run")])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143
+    assert writes[-2:] == [0, "signalled"], "the signal came in the middle of the write and the write went on"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM in epoch 0; ") and "latest.pth holds epoch 0" in last, last
+    assert torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["epoch"] == 0
+    assert not [path for path in (tmp_path / "run").iterdir() if path.name.endswith(".tmp")]
