@@ -266,7 +266,7 @@ def test_the_commands_of_tools_demo_sh_parse_with_the_scripts_own_options():
     assert train_args.lr_drop < train_args.epochs, "the learning rate must drop before the end"
     for command in commands[1:3]:
         test_args = build_parser("test").parse_args(command[2:])
-        assert test_args.weight_path == "runs/demo/best_mae.pth"
+        assert test_args.weight_path == "runs/demo_weather/best_mae.pth"
     assert build_parser("test").parse_args(commands[2][2:]).input == "assets/demo"
     assert commands[3][2] == "compare" and demo_pictures.TRUE_COUNTS.is_file()
 

@@ -13,14 +13,15 @@ cd "$(dirname "$0")/.."
 # the classifier from finding anyone for 8 epochs; 2x higher ones learned slower). --amp computes in
 # bf16 where the CPU or GPU runs it natively (a step 2x cheaper on Zen 4, 3.6x with AMX); elsewhere
 # train.py says so and trains the same schedule in fp32, which takes longer (README gives the times).
-.venv/bin/python train.py --dataset_file Demo_Weather --backbone_weights none --output_dir runs/demo --resume auto \
-    --amp --epochs 12 --lr_drop 10 --eval_freq 2 --lr 2.5e-4 --lr_backbone 2.5e-4 --batch_size 4 --num_crops 2
+.venv/bin/python train.py --dataset_file Demo_Weather --backbone_weights none --output_dir runs/demo_weather \
+    --resume auto --amp --epochs 12 --lr_drop 10 --eval_freq 2 --lr 2.5e-4 --lr_backbone 2.5e-4 \
+    --batch_size 4 --num_crops 2
 for dataset in Demo_Hazy Demo_Rainy; do
     echo "== $dataset test split"
-    .venv/bin/python run_test.py --dataset_file "$dataset" --weight_path runs/demo/best_mae.pth \
-        --output_dir "runs/demo/eval_$dataset"
+    .venv/bin/python run_test.py --dataset_file "$dataset" --weight_path runs/demo_weather/best_mae.pth \
+        --output_dir "runs/demo_weather/eval_$dataset"
 done
 echo "== the pictures of assets/demo"
-.venv/bin/python run_test.py --weight_path runs/demo/best_mae.pth --input assets/demo --output_dir runs/demo/counted \
-    --save_restored
-.venv/bin/python tools/demo_pictures.py compare runs/demo/counted/counts.csv
+.venv/bin/python run_test.py --weight_path runs/demo_weather/best_mae.pth --input assets/demo \
+    --output_dir runs/demo_weather/counted --save_restored
+.venv/bin/python tools/demo_pictures.py compare runs/demo_weather/counted/counts.csv

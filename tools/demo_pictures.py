@@ -3,7 +3,7 @@ how many people each holds to ``assets/demo_counts.csv`` (``image,true_count``),
 ``counts.csv`` that ``run_test.py --input assets/demo`` wrote with those true counts.
 
     python tools/demo_pictures.py make                               # rewrites assets/demo/*.jpg and the CSV
-    python tools/demo_pictures.py compare runs/demo/counted/counts.csv
+    python tools/demo_pictures.py compare runs/demo_weather/counted/counts.csv
 
 The pictures are not in the demo datasets' splits (their seeds are other numbers) and depend only on
 the seeds below: ``make`` writes the same pixels every time.
