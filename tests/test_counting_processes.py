@@ -15,6 +15,17 @@ from models import ModelSettings, PointCounter, save_checkpoint
 from helpers import ROOT, tiny_dataset
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The torchrun processes run with OMP_NUM_THREADS=1, and their text files are compared with one
+    process's exactly: the single process runs with one thread too, so that the same kernels with the same
+    partition of the work compute both sides (other thread counts may sum in other orders)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def counting_checkpoint(path) -> None:
     """Random weights whose person scores spread around 0.5, so that counts are neither 0 nor everything."""
     torch.manual_seed(3)

@@ -165,8 +165,15 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
     model.load_state_dict(rank0)
     args = build_parser("train").parse_args(data + FAST)
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
-    single = engine.evaluate(Counter(model, threshold=0.1), DataLoader(dataset, collate_fn=collate_images),
-                             progress=False)
+    # The ranks ran with one thread each and the comparison is exact: one thread here too, so that the same
+    # kernels with the same partition of the work compute both sides.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = engine.evaluate(Counter(model, threshold=0.1), DataLoader(dataset, collate_fn=collate_images),
+                                 progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert json.loads(json.dumps(single)) == evaluations[0]
     assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
 

@@ -130,11 +130,15 @@ def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos
 
 
 class Stream(VideoSource):
-    """The clip read as a stream would be, as fast as it arrives (``is_live_source`` needs a network)."""
+    """The clip read as a stream would be, as fast as it arrives (``is_live_source`` needs a network).
+    ``opened`` holds the streams made, for tests that wait for a reader thread."""
+
+    opened = []
 
     def __init__(self, source, stride=1, max_pixels=None):
         super().__init__(source, stride, max_pixels)
         self.live, self.frame_count = True, None
+        Stream.opened.append(self)
 
 
 class LoopingCapture:
@@ -203,7 +207,10 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
     predict = run_test.Counter.predict
 
     def slow(self, image, restore=False):
-        time.sleep(0.3)  # the reader meanwhile takes the rest of the clip
+        # A network slower than the stream, deterministically: it returns only once the reader thread has
+        # taken every frame of the clip, so the next frame counted must be the newest, the last one.
+        Stream.opened[-1].reader.join(timeout=120)
+        assert not Stream.opened[-1].reader.is_alive()
         return predict(self, image, restore)
 
     monkeypatch.setattr(run_test.Counter, "predict", slow)
