@@ -28,16 +28,21 @@ def cpu_has_native_bf16() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags() -> frozenset:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+def cpu_info() -> dict:
+    """The first processor's fields of ``/proc/cpuinfo`` (lower-case keys; empty where there is none)."""
     cpuinfo = Path("/proc/cpuinfo")
-    flags = set()
+    fields = {}
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip().lower() in ("flags", "features"):
-                flags.update(value.split())
-    return frozenset(flags)
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``) from :func:`cpu_info`."""
+    info = cpu_info()
+    return frozenset((info.get("flags") or info.get("features") or "").split())
 
 
 @functools.lru_cache(maxsize=None)

@@ -78,15 +78,10 @@ def verdict(ok: bool) -> str:
 def cpu_model() -> str:
     """The CPU's model name as ``/proc/cpuinfo`` gives it (Linux), else what ``platform`` knows."""
     import platform
-    from pathlib import Path
 
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine()
+    from models.precision import cpu_info
+
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def isa_level() -> str:
