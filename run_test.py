@@ -30,6 +30,14 @@ from util.visualize import draw_label, draw_points, write_rgb
 EXIT_SKIPPED = 3
 
 
+def say(line: str, file=None) -> None:
+    """Print ``line`` above any progress bar in a single write, flushed: processes that share a terminal or a
+    pipe (under ``torchrun`` every process prints the pictures it counts) then never mix their lines."""
+    file = sys.stdout if file is None else file
+    tqdm.write(line + "\n", file=file, end="")
+    file.flush()
+
+
 def list_inputs(path: Path) -> list:
     """An image or video file, or the non-hidden entries of a folder (sorted by name; sub-folders and broken
     links too, so that they are reported as skipped rather than passed over)."""
@@ -133,11 +141,11 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
                 continue
             if reason is not None:
                 skipped.append(index)
-                tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
+                say(f"skipped {name}: {reason}", file=sys.stderr)
                 continue
             result = counter.predict(rgb, restore=save_restored)
             rows.append((index, name, result["count"]))
-            tqdm.write(f"{name}: {result['count']}")
+            say(f"{name}: {result['count']}")
             if output_dir is not None:
                 stem = stems[path]
                 write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
@@ -160,10 +168,10 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
             with open(output_dir / "counts.csv", "w", newline="") as file:
                 csv.writer(file).writerows([["image", "count"]] + [[name, count] for _, name, count in rows])
         rate = len(rows) / elapsed if elapsed > 0 else float("inf")
-        print(f"counted {len(rows)} images, {sum(count for _, _, count in rows)} people in total, "
-              + (f"{videos} videos, " if videos else "") + f"{len(skipped)} files skipped, {rate:.2f} images/s")
+        say(f"counted {len(rows)} images, {sum(count for _, _, count in rows)} people in total, "
+            + (f"{videos} videos, " if videos else "") + f"{len(skipped)} files skipped, {rate:.2f} images/s")
         if output_dir is not None:
-            print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
+            say(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")
     # torchrun turns any other exit code of a process into a failure report of its own.
     return EXIT_SKIPPED if skipped and not state.distributed else 0
 
@@ -201,7 +209,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     try:
         video = VideoSource(source, frame_stride, counter.max_pixels)
     except VideoError as error:
-        tqdm.write(f"skipped {name}: {error.reason}", file=sys.stderr)
+        say(f"skipped {name}: {error.reason}", file=sys.stderr)
         return EXIT_SKIPPED
     counts, counts_file, writer, last = [], None, None, None
     try:
@@ -216,7 +224,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
             result = counter.predict(rgb)
             counts.append(result["count"])
             last = index
-            tqdm.write(f"frame {index} ({time_s:.2f} s): {result['count']}")
+            say(f"frame {index} ({time_s:.2f} s): {result['count']}")
             if output_dir is None:
                 continue
             counts_csv.writerow([index, f"{time_s:.3f}", result["count"]])
@@ -227,7 +235,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     except KeyboardInterrupt:
         if not video.live:
             raise
-        tqdm.write(f"{name}: stopped by Ctrl-C" + (f" after frame {last}" if counts else ""))
+        say(f"{name}: stopped by Ctrl-C" + (f" after frame {last}" if counts else ""))
     finally:
         video.close()
         if writer is not None:
@@ -239,12 +247,12 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     if video.live:
         apart = f", {frame_stride} or more apart" if frame_stride > 1 else ""
         every = f"the newest whenever the network was free{apart}; {video.frames_read} read"
-    print(f"{name}: counted {len(counts)} frames ({every}){mean}")
+    say(f"{name}: counted {len(counts)} frames ({every}){mean}")
     if output_dir is not None:
-        print(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"
-              + (f", {output_dir / 'points'}/" if save_frame_points else ""))
+        say(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"
+            + (f", {output_dir / 'points'}/" if save_frame_points else ""))
     if video.ended_early:
-        tqdm.write(f"{name}: the video ended after {video.frames_read} of the {video.frame_count} frames its file "
+        say(f"{name}: the video ended after {video.frames_read} of the {video.frame_count} frames its file "
                    "declares (a truncated file?)", file=sys.stderr)
         return EXIT_SKIPPED
     return 0
@@ -271,9 +279,9 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: Dis
     if output_dir is not None:
         write_records_csv(summary["records"], output_dir / "per_image.csv")
         plot_counts(summary["records"], output_dir / "counts.png", title_prefix=f"{args.dataset_file}: ")
-        print(f"wrote {output_dir / 'per_image.csv'} and {output_dir / 'counts.png'}")
+        say(f"wrote {output_dir / 'per_image.csv'} and {output_dir / 'counts.png'}")
     for line in format_summary(summary):
-        print(line)
+        say(line)
     return 0
 
 
@@ -323,10 +331,10 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         raise  # output piped into a program that stopped reading: run_script ends quietly
     except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
-        print(f"error: {error_line(error)}", file=sys.stderr)
+        say(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("stopped by Ctrl-C; what was counted so far is written", file=sys.stderr)
+        say("stopped by Ctrl-C; what was counted so far is written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         cleanup()
