@@ -254,8 +254,9 @@ class InferenceNetwork(nn.Module):
     def in_strips(self, layers: list, pool: MaxPool2x2, maps: torch.Tensor) -> torch.Tensor:
         """``pool(layers(maps))`` for ``layers``, one or two 3x3 ``ConvReLU`` s, on ``maps [1, C, h, w]``
         (``h`` even), computed on strips of rows on the CPU (see ``STRIP_ROW_BYTES``): ``[1, C', h / 2,
-        w / 2]``, bit for bit the result on the whole of ``maps``. (Strips are an even number of rows, so
-        that the last one holds at least the 2 rows of context the strip before it reads.)"""
+        w / 2]``, the result on the whole of ``maps`` up to the order its sums are added in. (Strips are an
+        even number of rows, so that the last one holds at least the 2 rows of context the strip before it
+        reads.)"""
         height, width = maps.shape[-2:]
         rows = STRIP_ROW_BYTES // self.dtype.itemsize  # the rows of the maps the convs write
         context = len(layers)  # rows each conv reads beyond its output, on either side

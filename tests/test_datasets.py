@@ -144,12 +144,15 @@ def test_malformed_annotation_corrupt_image_and_outside_points(tmp_path):
 def test_evaluation_does_not_depend_on_batch_size(tmp_path):
     model = trained_looking_model()
     root = upstream_root(tmp_path, annotations={f"IMG_{i}": f"{i} {2 * i}\n" * i for i in range(1, 6)})
+    for i in range(1, 6):  # pictures of their own content and size, as a padded batch holds them
+        write_image(root / "datasets" / "Hazy_JHU" / "test_data" / "images" / f"IMG_{i}.jpg", 40 + 8 * i, 90 - 6 * i, i)
     dataset = CrowdDataset(find_samples("Hazy_JHU", "test", root))
     results = [evaluate(Counter(model), DataLoader(dataset, batch_size=size, collate_fn=collate_images), progress=False)
                for size in (1, 4)]
     assert results[0] == results[1]
     assert results[0]["images"] == 5 and len(results[0]["records"]) == 5
     assert all(record["pred"] > 0 for record in results[0]["records"]), "a comparison of empty outputs proves little"
+    assert len({record["pred"] for record in results[0]["records"]}) > 1, "nor does one of equal pictures"
 
 
 @pytest.mark.cpu_kernels

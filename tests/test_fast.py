@@ -10,7 +10,8 @@ from models import Counter, ModelSettings, PointCounter, build_from_checkpoint
 from models.inference_network import InferenceNetwork, fuse_batchnorm
 from models.precision import autocast_context, autocast_dtype, cpu_has_native_bf16
 from util.parity import compare_outputs, within_parity
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, bf16_conv_bound, fp32_conv_bound, padded_outputs
+from helpers import (BF16_UNIT_ROUNDOFF, REAL_SAMPLES, REFERENCE_CHECKPOINT, absolute_conv, bf16_conv_bound,
+                     fp32_conv_bound, padded_outputs)
 
 pytestmark = pytest.mark.cpu_kernels
 
@@ -220,8 +221,30 @@ def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_comput
         assert torch.equal(into, torch.nn.functional.max_pool2d(odd, 2, 2))
 
 
+def strip_difference_bound(images: torch.Tensor, layers: list, pool) -> torch.Tensor:
+    """Largest difference between two computations of ``pool(layers(images))`` whose convolutions sum in
+    different orders (strips call oneDNN with other heights and paddings than the whole map), per output.
+
+    Through each ``ConvReLU``: a difference d of the inputs reaches the output as at most |W| * d; the two
+    sums differ by the fp32 bound of inputs as large as |a| + d; ReLU is 1-Lipschitz; an output rounded
+    to bf16 (round to nearest, so monotone) moves the two values apart by at most one ulp <= 2u|y| more,
+    u = 2^-8, and |y| <= (1 + gamma) * sum|w x| <= 1.01 * sum|w x|. A 2x2 max differs by at most the
+    largest difference in its window."""
+    import torch.nn.functional as F
+
+    values, bound = images.double(), torch.zeros(images.shape, dtype=torch.float64)
+    for layer in layers:
+        conv = layer.conv
+        reach = values.abs() + bound
+        bound = F.conv2d(bound, conv.weight.double().abs(), padding=conv.padding) + fp32_conv_bound(reach, conv)
+        if torch.bfloat16 in (layer.output_dtype, conv.weight.dtype):
+            bound = bound + 2 * BF16_UNIT_ROUNDOFF * 1.01 * absolute_conv(reach, conv)
+        values = layer(values.to(images.dtype).contiguous(memory_format=torch.channels_last)).double()
+    return F.max_pool2d(bound, 2, 2)
+
+
 @pytest.mark.parametrize("amp", [False, True], ids=["exact", "fast"])
-def test_layers_in_strips_equal_the_whole_map_bit_for_bit(amp):
+def test_layers_in_strips_equal_the_whole_map_within_rounding(amp):
     from models.inference_network import STRIP_ROW_BYTES, stage_layers
 
     torch.manual_seed(6)
@@ -239,5 +262,15 @@ def test_layers_in_strips_equal_the_whole_map_bit_for_bit(amp):
         assert calls == [rows + 1, rows + 2, rows + 2, 8 + 1]
         whole = pool1(conv1_2(conv1_1(images)))
         assert strips.shape == whole.shape == (1, 64, height // 2, 48)
-        assert torch.equal(strips, whole)
-        assert torch.equal(network.in_strips([conv2_1, conv2_2], pool1, whole), pool1(conv2_2(conv2_1(whole))))
+        first_bound = strip_difference_bound(images, [conv1_1, conv1_2], pool1)
+        assert ((strips.double() - whole.double()).abs() <= first_bound).all()
+        second = network.in_strips([conv2_1, conv2_2], pool1, whole)
+        second_whole = pool1(conv2_2(conv2_1(whole)))
+        second_bound = strip_difference_bound(whole, [conv2_1, conv2_2], pool1)
+        assert ((second.double() - second_whole.double()).abs() <= second_bound).all()
+    if network.dtype == torch.float32:
+        # In fp32 the bounds are small beside the outputs (a strip reading wrong rows is off by about
+        # the outputs' size). In bf16 the worst case of one ulp per layer, spread by |W|, is as large as the
+        # outputs: there this test checks the strips' calls and shapes, and fp32 checks their rows.
+        assert first_bound.max() <= 1e-3 * whole.abs().max()
+        assert second_bound.max() <= 2e-2 * second_whole.abs().max()

@@ -45,18 +45,18 @@ def parameter_count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def test_parameter_count_is_the_one_readme_gives():
-    # README: "145 k parameters"; DESIGN.md's budget is 2 M. A change of the module must update README.
+def test_parameter_count_is_the_one_the_docs_give():
+    # docs/training.md: "145 k parameters"; DESIGN.md's budget is 2 M. A change of the module must update the docs.
     assert parameter_count(RestorationModule()) == 145_475
 
 
-def test_forward_flops_are_the_two_percent_readme_gives():
+def test_forward_flops_are_the_two_percent_the_docs_give():
     restoration = RestorationModule()
     features = stage_features(384, 512)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         restoration(features, (384, 512))
     flops = counter.get_total_flops()
-    # README: "about 2 % extra compute" (DESIGN.md's budget is 15 %); the module is 2.2 % of the counter
+    # docs/training.md: "about 2 % extra compute" (DESIGN.md's budget is 15 %); the module is 2.2 % of the counter
     assert 0.015 * COUNTER_FORWARD_FLOPS_384X512 <= flops <= 0.025 * COUNTER_FORWARD_FLOPS_384X512
 
 

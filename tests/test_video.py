@@ -142,7 +142,8 @@ class Stream(VideoSource):
 
 
 class LoopingCapture:
-    """A video file played in a loop at 50 frames per second: a camera's frames, which never end."""
+    """A video file played in a loop at 50 frames per second: a camera's frames, which never end. The pace
+    only keeps the reader from spinning; no assertion depends on which frame is the newest when asked."""
 
     def __init__(self, path):
         self.path, self.capture = str(path), cv2.VideoCapture(str(path))
