@@ -15,11 +15,13 @@ from helpers import (BF16_UNIT_ROUNDOFF, REAL_SAMPLES, REFERENCE_CHECKPOINT, abs
 
 pytestmark = pytest.mark.cpu_kernels
 
-# Exact logits of the reference checkpoint are random-weight logits: about 2 % of anchors score a
-# hair above 0.5. Anchors whose exact person-minus-background logit margin is within this band may
-# flip under bf16 rounding (measured on this CPU: largest logit change 3e-4, margin change < 6e-4);
-# every anchor outside it must be classified the same.
-DECISIVE_MARGIN = 2e-3
+# Fast mode's limits, as docs/counting.md states them: logits within 2e-3 of exact mode's, points
+# within 0.5 px, counts within 10 %. They are what "slightly" promises, not rounding bounds: a worst-case
+# bound through 18 bf16 convolutions is larger than the logits themselves. The reference checkpoint's
+# logits are random-weight logits, about 2 % of anchors a hair above 0.5; only anchors whose exact
+# person-minus-background margin lies within the logit limit may change class.
+LOGIT_LIMIT = 2e-3
+POINT_LIMIT_PX = 0.5
 
 
 def randomise_batchnorm(model: nn.Module, seed: int = 1) -> None:
@@ -134,16 +136,14 @@ def test_fast_mode_on_reference_checkpoint_is_close_to_exact_mode(reference_run)
     assert fast["pred_logits"].dtype == torch.float32 and fast["pred_points"].dtype == torch.float32
     assert fast["pred_logits"].shape == exact["pred_logits"].shape
     assert not torch.equal(fast["pred_logits"], exact["pred_logits"]), "fast mode did not use reduced precision"
-    # Measured with CPU bf16 (AMX): logits within 3e-4, points of the same anchor within 0.03 px.
-    assert (fast["pred_logits"] - exact["pred_logits"]).abs().max() < 2e-3
-    assert (fast["pred_points"] - exact["pred_points"]).abs().max() < 0.5
+    assert (fast["pred_logits"] - exact["pred_logits"]).abs().max() < LOGIT_LIMIT
+    assert (fast["pred_points"] - exact["pred_points"]).abs().max() < POINT_LIMIT_PX
 
     margin = exact["pred_logits"][:, 1] - exact["pred_logits"][:, 0]
     fast_margin = fast["pred_logits"][:, 1] - fast["pred_logits"][:, 0]
-    decisive = margin.abs() > DECISIVE_MARGIN
+    decisive = margin.abs() > 2 * LOGIT_LIMIT  # each of the two logits may move by the limit
     assert torch.equal((margin > 0)[decisive], (fast_margin > 0)[decisive])
 
-    # Measured: 250 exact, 235 fast; every differing anchor scored within 3e-4 of the threshold.
     counter = Counter(PointCounter())
     exact_count = len(counter.select(exact)[0])
     fast_count = len(counter.select(fast)[0])
