@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import run_test
-from models import ModelSettings, PointCounter, save_checkpoint
-from helpers import ROOT, tiny_dataset
+from helpers import ROOT, counting_checkpoint, tiny_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def counting_checkpoint(path) -> None:
-    """Random weights whose person scores spread around 0.5, so that counts are neither 0 nor everything."""
-    torch.manual_seed(3)
-    model = PointCounter(ModelSettings()).eval()
-    with torch.no_grad():
-        model.classification.output.weight.mul_(30)
-    save_checkpoint(path, model, model.settings)
 
 
 def torchrun_run_test(args: list) -> subprocess.CompletedProcess:

@@ -10,19 +10,15 @@ import pytest
 import run_test
 from crowd_datasets.demo import make_scene
 from util.video import VideoSource, VideoWriter
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
+from helpers import counting_checkpoint
 
 FPS = 8.0
 
 
 def write_clip(path, size=(320, 240)):
-    """A short mp4 from demo pictures and crops of a real sample, its last two frames repeated;
-    returns the number of frames."""
+    """A short mp4 of six demo scenes, its last two frames repeated; returns the number of frames."""
     rng = np.random.default_rng(0)
-    real = cv2.imread(str(REAL_SAMPLES / "A_IMG_160.jpg"))[:, :, ::-1]
-    width, height = size
-    frames = [make_scene(rng, size).image for _ in range(3)]
-    frames += [np.ascontiguousarray(real[:height, shift:shift + width]) for shift in (0, 70, 150)]
+    frames = [make_scene(rng, size).image for _ in range(6)]
     frames += frames[-2:]
     writer = VideoWriter(path, FPS)
     for frame in frames:
@@ -48,7 +44,9 @@ def read_csv(path) -> list:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
+    """A folder with ``clip.mp4``, its frames as pictures (``frames/``) and ``model.pth`` to count them."""
     folder = tmp_path_factory.mktemp("video")
+    counting_checkpoint(folder / "model.pth")
     frames = write_clip(folder / "clip.mp4")
     # The decoded frames, losslessly, to count as pictures.
     pictures = folder / "frames"
@@ -63,15 +61,14 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def picture_counts(clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("pictures")
-    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "frames"),
+    assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "frames"),
                           "--output_dir", str(out)]) == 0
     return [int(row["count"]) for row in read_csv(out / "counts.csv")]
 
 
-@pytest.mark.reference_fixtures
 def test_video_counts_equal_the_frames_counted_as_pictures(clip, picture_counts, tmp_path, capsys):
     out = tmp_path / "out"
-    code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+    code = run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
                           "--output_dir", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
@@ -87,10 +84,9 @@ def test_video_counts_equal_the_frames_counted_as_pictures(clip, picture_counts,
     assert not (out / "points").exists()
 
 
-@pytest.mark.reference_fixtures
 def test_frame_stride_counts_every_nth_frame_and_writes_their_points(clip, picture_counts, tmp_path):
     out = tmp_path / "out"
-    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+    assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
                           "--output_dir", str(out), "--frame_stride", "3", "--save_frame_points"]) == 0
     rows = read_csv(out / "counts.csv")
     assert [int(row["frame"]) for row in rows] == [0, 3, 6]
@@ -102,7 +98,6 @@ def test_frame_stride_counts_every_nth_frame_and_writes_their_points(clip, pictu
         assert len(points) == int(row["count"])
 
 
-@pytest.mark.reference_fixtures
 def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos(clip, picture_counts, tmp_path,
                                                                                    capsys):
     folder = tmp_path / "mixed"
@@ -117,7 +112,7 @@ def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos
     data = (folder / "cut.avi").read_bytes()
     (folder / "cut.avi").write_bytes(data[:len(data) // 2])
     out = tmp_path / "out"
-    code = run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(folder), "--output_dir", str(out)])
+    code = run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(folder), "--output_dir", str(out)])
     printed = capsys.readouterr()
     assert code == run_test.EXIT_SKIPPED
     assert "skipped broken.mp4: cannot be opened as a video" in printed.err
@@ -170,7 +165,6 @@ class Camera(Stream):
         self.capture = LoopingCapture(source)
 
 
-@pytest.mark.reference_fixtures
 def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, monkeypatch, capsys):
     predict = run_test.Counter.predict
     calls = []
@@ -183,7 +177,7 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
 
     monkeypatch.setattr(run_test.Counter, "predict", interrupted_at_the_fourth_frame)
     out = tmp_path / "file"
-    args = ["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"), "--output_dir"]
+    args = ["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"), "--output_dir"]
     assert run_test.main(args + [str(out)]) == run_test.EXIT_INTERRUPTED
     assert "stopped by Ctrl-C; what was counted so far is written" in capsys.readouterr().err
     assert [int(row["count"]) for row in read_csv(out / "counts.csv")] == picture_counts[:3]
@@ -201,7 +195,6 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
                                                     for row in rows]
 
 
-@pytest.mark.reference_fixtures
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, picture_counts, tmp_path, monkeypatch,
                                                                           capsys, stride):
@@ -217,7 +210,7 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
     monkeypatch.setattr(run_test.Counter, "predict", slow)
     monkeypatch.setattr(run_test, "VideoSource", Stream)
     out = tmp_path / "out"
-    assert run_test.main(["--weight_path", str(REFERENCE_CHECKPOINT), "--input", str(clip / "clip.mp4"),
+    assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
                           "--output_dir", str(out), "--frame_stride", str(stride)]) == 0
     rows = read_csv(out / "counts.csv")
     frames = [int(row["frame"]) for row in rows]
