@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from crowd_datasets import build_dataset
 from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb
 from engine import evaluate
-from models import Counter
-from models.counter import check_tile_size
+from inference import Counter
+from inference import check_tile_size
 from models.checkpoint import CheckpointError
 from util.metrics import format_summary, plot_counts, write_records_csv
 from util.distributed import DistributedState, all_gather_objects, cleanup, init_distributed, resolve_device

@@ -15,8 +15,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from models import (Counter, ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint,
-                    start_from_checkpoint)
+from inference import Counter
+from models import ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint, start_from_checkpoint
 from models.checkpoint import (CheckpointError, load_model_state, model_settings, read_training_checkpoint,
                                signals_deferred)
 from models.precision import autocast_dtype

@@ -1,7 +1,7 @@
-"""Networks, losses and checkpoints. The ``build_*`` functions take explicit values; only the scripts read
+"""Networks, losses and checkpoints: what training needs (counting with a trained network is in
+``inference``). The ``build_*`` functions take explicit values; only the scripts read
 arguments (``util.options`` turns them into those values)."""
 from .checkpoint import build_from_checkpoint, load_model_state, read_checkpoint, save_checkpoint, start_from_checkpoint
-from .counter import Counter
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 from .network import ModelSettings, PointCounter
@@ -30,6 +30,6 @@ def build_criterion(*, set_cost_class: float, set_cost_point: float, eos_coef: f
                         sr_loss=sr_loss)
 
 
-__all__ = ["Counter", "HungarianMatcher", "ModelSettings", "PointCounter", "SetCriterion", "build_criterion",
+__all__ = ["HungarianMatcher", "ModelSettings", "PointCounter", "SetCriterion", "build_criterion",
            "build_from_checkpoint", "build_model", "load_model_state", "read_checkpoint", "save_checkpoint",
            "start_from_checkpoint"]

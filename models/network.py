@@ -12,8 +12,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NORMS = ("none", "imagenet")
 FEATURE_STRIDE = 8
-# Released checkpoints were evaluated on inputs zero-padded to this multiple (bottom and right).
-EVAL_PAD_MULTIPLE = 128
 
 
 def normalisation(input_norm: str) -> tuple:
@@ -152,7 +150,7 @@ class PointCounter(nn.Module):
         height, width = images.shape[-2:]
         if height % 16 or width % 16:
             raise ValueError(f"image height and width must be multiples of 16, got {height}x{width}; "
-                             "pad them first (see models.counter.Counter)")
+                             "pad them first (see inference.Counter)")
         stages = self.backbone(self.normalise(images))
         outputs = self.decode(stages[2], stages[3])
         if self.restoration is not None and (self.training or restore):

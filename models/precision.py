@@ -1,5 +1,5 @@
 """Numerical precision of the network's arithmetic: which reduced-precision dtype a device computes
-fast in (bf16 where the hardware has it), the autocast context of fast mode, and full-fp32
+fast in (bf16 where the hardware has it; training's ``--amp`` and inference's fast mode), and full-fp32
 convolutions on CUDA for exact mode."""
 import contextlib
 import functools
@@ -74,16 +74,6 @@ def autocast_dtype(device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
-
-
-def autocast_context(device):
-    """Context manager for fast-mode forward passes on ``device`` (``torch.device`` or string):
-    ``torch.autocast`` with :func:`autocast_dtype`, or a no-op context where that is fp32."""
-    device = torch.device(device)
-    dtype = autocast_dtype(device)
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from crowd_datasets import build_dataset  # noqa: E402
 from engine import evaluate, train_one_epoch  # noqa: E402
-from models import Counter, ModelSettings, build_criterion, build_model  # noqa: E402
+from inference import Counter  # noqa: E402
+from models import ModelSettings, build_criterion, build_model  # noqa: E402
 from util.distributed import broadcast_buffers, cleanup, init_distributed  # noqa: E402
 from util.options import build_parser, criterion_options, dataset_options  # noqa: E402
 

@@ -14,10 +14,12 @@ REFERENCE_CHECKPOINT = REFERENCE / "upstream_format_checkpoint.pth"
 
 
 def padded_outputs(model, image):
-    """A ``PointCounter``'s outputs for one ``[3, H, W]`` image padded to multiples of 128 as upstream
-    evaluates (the plain reference the inference path is compared with): ``[A, 2]`` tensors."""
+    """A ``PointCounter``'s outputs for one ``[3, H, W]`` image padded to multiples of ``PAD_MULTIPLE`` as
+    upstream evaluates (the plain reference the inference path is compared with): ``[A, 2]`` tensors."""
+    from inference.tiling import padded_size
+
     height, width = image.shape[-2:]
-    padded = model.padding_fill.view(3, 1, 1).expand(3, -(-height // 128) * 128, -(-width // 128) * 128).clone()
+    padded = model.padding_fill.view(3, 1, 1).expand(3, *padded_size(height, width)).clone()
     padded[:, :height, :width] = image
     with torch.inference_mode():
         outputs = model(padded.unsqueeze(0))

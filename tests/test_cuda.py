@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import train
-from models import Counter, ModelSettings, PointCounter
+from inference import Counter
+from models import ModelSettings, PointCounter
 from util.parity import compare_outputs, within_parity
 from helpers import REFERENCE, REFERENCE_CHECKPOINT, REAL_SAMPLES, ROOT
 
@@ -66,12 +67,12 @@ def test_exact_forward_on_cuda_matches_the_reference_outputs():
 def test_exact_mode_on_cuda_stays_small_and_within_parity_on_a_1024_px_tile_window():
     # A 1312 x 1312 window (a 1024-px tile and its margins) gives a 164 x 164 stride-8 map, on which
     # cuDNN's heuristic plan for IEEE fp32 took a 64.8 GB workspace on an H100.
-    from models.inference_network import InferenceNetwork
+    from inference.torch_network import TorchNetwork
 
     torch.manual_seed(0)
     model = PointCounter(ModelSettings()).eval()
     images = torch.rand(1, 3, 1312, 1312)
-    network = InferenceNetwork(model, device="cuda")
+    network = TorchNetwork(model, device="cuda")
     network(images.cuda())
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

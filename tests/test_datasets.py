@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from crowd_datasets import CrowdDataset, build_dataset, find_samples
 from crowd_datasets.image_io import ImageReadError
 from engine import evaluate
-from models import Counter
+from inference import Counter
 from util.parity import DECISIVE_BAND
 from util.misc import collate_crops, collate_images
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, trained_looking_model

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from crowd_datasets.image_io import read_rgb, to_tensor
-from models import Counter, ModelSettings, PointCounter, build_from_checkpoint
-from models.inference_network import InferenceNetwork, fuse_batchnorm
-from models.precision import autocast_context, autocast_dtype, cpu_has_native_bf16
+from inference import Counter
+from models import ModelSettings, PointCounter, build_from_checkpoint
+from inference.torch_network import TorchNetwork, fuse_batchnorm
+from models.precision import autocast_dtype, cpu_has_native_bf16
 from util.parity import compare_outputs, within_parity
 from helpers import (BF16_UNIT_ROUNDOFF, REAL_SAMPLES, REFERENCE_CHECKPOINT, absolute_conv, bf16_conv_bound,
                      fp32_conv_bound, padded_outputs)
@@ -73,7 +74,7 @@ def test_fusing_leaves_the_original_untouched():
     model = PointCounter().train()
     randomise_batchnorm(model)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    InferenceNetwork(model, "cpu")
+    TorchNetwork(model, "cpu")
     assert model.training
     assert sum(isinstance(module, nn.BatchNorm2d) for module in model.modules()) == 13
     after = model.state_dict()
@@ -82,10 +83,10 @@ def test_fusing_leaves_the_original_untouched():
     assert model.backbone.body1[0].weight.is_contiguous()
 
 
-def test_inference_network_declares_what_the_counter_reads():
+def test_torch_network_keeps_the_settings_and_restores_in_fast_mode():
     torch.manual_seed(4)
     model = PointCounter(ModelSettings(restoration=True, input_norm="imagenet")).eval()
-    fast = InferenceNetwork(model, "cpu", amp=True)
+    fast = TorchNetwork(model, "cpu", amp=True)
     assert fast.settings == model.settings and fast.amp is True
     assert torch.equal(fast.padding_fill, model.padding_fill)
     assert fast.has_restoration
@@ -98,15 +99,6 @@ def test_inference_network_declares_what_the_counter_reads():
     assert all(value.dtype == torch.float32 for value in outputs.values())
     with pytest.raises(RuntimeError, match="inference only"):
         fast.train()
-
-
-def test_autocast_context_on_cpu_uses_the_advertised_dtype():
-    dtype = autocast_dtype("cpu")
-    assert dtype in (torch.bfloat16, torch.float32)
-    a, b = torch.rand(8, 8), torch.rand(8, 8)
-    with autocast_context("cpu"):
-        product = a @ b
-    assert product.dtype == dtype
 
 
 @pytest.mark.reference_fixtures
@@ -157,7 +149,7 @@ def test_fast_mode_keeps_the_first_conv_and_the_output_convs_in_fp32():
     # counted 1.2 % more people in fast mode than in exact mode; with both in fp32, the same number.
     torch.manual_seed(0)
     model = PointCounter(ModelSettings()).eval()
-    exact, fast = InferenceNetwork(model, "cpu"), InferenceNetwork(model, "cpu", amp=True)
+    exact, fast = TorchNetwork(model, "cpu"), TorchNetwork(model, "cpu", amp=True)
     dtype = autocast_dtype("cpu")
     first, exact_first = fast.network.backbone.body1[0], exact.network.backbone.body1[0]
     assert first.conv.weight.dtype == torch.float32 and torch.equal(first.conv.weight, exact_first.conv.weight)
@@ -186,7 +178,7 @@ def test_exact_mode_keeps_convolutions_from_tf32_only_inside_its_block_and_resto
 
 
 def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_compute():
-    from models.inference_network import ConvReLU, MaxPool2x2
+    from inference.kernels import ConvReLU, MaxPool2x2
 
     generator = torch.Generator().manual_seed(6)
     with torch.inference_mode():
@@ -245,10 +237,10 @@ def strip_difference_bound(images: torch.Tensor, layers: list, pool) -> torch.Te
 
 @pytest.mark.parametrize("amp", [False, True], ids=["exact", "fast"])
 def test_layers_in_strips_equal_the_whole_map_within_rounding(amp):
-    from models.inference_network import STRIP_ROW_BYTES, stage_layers
+    from inference.torch_network import STRIP_ROW_BYTES, stage_layers
 
     torch.manual_seed(6)
-    network = InferenceNetwork(PointCounter().eval(), "cpu", amp=amp)
+    network = TorchNetwork(PointCounter().eval(), "cpu", amp=amp)
     rows = STRIP_ROW_BYTES // torch.empty((), dtype=network.dtype).element_size()
     conv1_1, conv1_2, pool1, conv2_1, conv2_2 = stage_layers(network.network.backbone.body1)
     height = 3 * rows + 8  # a short last strip

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from models import Counter, ModelSettings, PointCounter
+from inference import Counter
+from models import ModelSettings, PointCounter
 from models.anchors import anchor_points
 from util.parity import compare_outputs, within_parity
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, padded_outputs

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import run_test
-from models import Counter
+from inference import Counter
 from models.checkpoint import build_from_checkpoint
-from models.onnx_network import SETTINGS_KEY, OnnxNetwork, export_onnx
+from inference.onnx_network import SETTINGS_KEY, OnnxNetwork, export_onnx
 from tools import export_onnx as export_tool
 from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs, within_parity
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, ROOT, random_checkpoint

@@ -116,19 +116,19 @@ def test_input_and_dataset_are_mutually_exclusive(tmp_path):
 
 @pytest.mark.cpu_kernels
 def test_fast_mode_flag_reaches_the_network_and_counts_as_fast_mode(tmp_path, monkeypatch, capsys):
-    from models.inference_network import InferenceNetwork
+    from inference.torch_network import TorchNetwork
 
     random_checkpoint(tmp_path / "model.pth")
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, size=(50, 70, 3), dtype=np.uint8))
     built = []
-    original = InferenceNetwork.__init__
+    original = TorchNetwork.__init__
 
     def recording(self, model, device="cpu", amp=False):
         built.append(amp)
         original(self, model, device, amp)
 
-    monkeypatch.setattr(InferenceNetwork, "__init__", recording)
+    monkeypatch.setattr(TorchNetwork, "__init__", recording)
     for flags, amp in (([], False), (["--amp"], True)):
         built.clear()
         assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(image)] + flags) == 0
@@ -141,7 +141,7 @@ def test_fast_mode_flag_reaches_the_network_and_counts_as_fast_mode(tmp_path, mo
 @pytest.mark.parametrize("array", [np.zeros((0, 0, 3), np.uint8), np.zeros((8, 0, 3), np.uint8),
                                    np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32)])
 def test_counter_names_an_array_it_cannot_count(tmp_path, array):
-    from models import Counter
+    from inference import Counter
 
     random_checkpoint(tmp_path / "model.pth")
     counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu")
@@ -251,7 +251,7 @@ def png_declaring(path, width: int, height: int) -> None:
 
 def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path, capsys):
     from crowd_datasets.image_io import ImageReadError
-    from models import Counter
+    from inference import Counter
 
     random_checkpoint(tmp_path / "model.pth")
     pictures = tmp_path / "pictures"

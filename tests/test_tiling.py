@@ -4,12 +4,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import models.inference_network as inference_network
+import inference.torch_network as torch_network
 import run_test
 from crowd_datasets import CrowdDataset, find_samples
 from engine import evaluate
-from models import Counter, PointCounter
-from models.tiling import TILE_MARGIN, plan_tiles
+from inference import Counter
+from models import PointCounter
+from inference.tiling import TILE_MARGIN, plan_tiles
 from util.misc import collate_images
 from util.parity import compare_outputs, within_parity
 from helpers import padded_outputs, random_checkpoint, tiny_dataset, trained_looking_model
@@ -49,7 +50,7 @@ def test_tiled_outputs_equal_the_whole_image_with_small_tiles_and_blocks(monkeyp
     whole = padded_outputs(model, torch.from_numpy(image).permute(2, 0, 1).float() / 255)
     untiled = Counter(model, tile_size=0).outputs(image, restore=True)
     assert_same_outputs(untiled, whole)
-    monkeypatch.setattr(inference_network, "EARLY_BLOCK", 128)  # stages 1-2 in up to 4 blocks per tile
+    monkeypatch.setattr(torch_network, "EARLY_BLOCK", 128)  # stages 1-2 in up to 4 blocks per tile
     tiled = Counter(model, tile_size=128)
     assert len(plan_tiles(384, 512, tiled.tile_size)) == 12
     result = tiled.outputs(image, restore=True)

@@ -12,7 +12,8 @@ import engine
 import run_test
 import train
 from crowd_datasets import build_dataset
-from models import Counter, ModelSettings, PointCounter, build_criterion, build_from_checkpoint
+from inference import Counter
+from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
 from util.misc import collate_crops, collate_images
 from util.options import build_parser, criterion_options, dataset_options
 from helpers import ROOT, tiny_dataset

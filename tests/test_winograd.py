@@ -4,11 +4,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import models.winograd as winograd
+import inference.winograd as winograd
 from models import PointCounter
-from models.inference_network import InferenceNetwork
+from inference.torch_network import TorchNetwork
 from models.precision import autocast_dtype
-from models.winograd import WinogradConvReLU
+from inference.winograd import WinogradConvReLU
 
 pytestmark = pytest.mark.cpu_kernels
 
@@ -78,7 +78,7 @@ def test_exact_mode_on_the_cpu_runs_every_wide_3x3_conv_as_winograd_and_fast_mod
     model = PointCounter().eval()
 
     def winograd_layers(amp):
-        network = InferenceNetwork(model, "cpu", amp=amp)
+        network = TorchNetwork(model, "cpu", amp=amp)
         return sorted(name for name, module in network.named_modules() if isinstance(module, WinogradConvReLU))
 
     # conv3_2, conv3_3, conv4_1 .. conv5_3, the FPN's P4_2 and the heads' hidden convs have 256 or 512

@@ -13,7 +13,8 @@ from torch import nn
 
 from crowd_datasets.image_io import read_rgb
 from measure import count_flops, interleaved_medians, page_faults, print_table, timed, verdict
-from models import Counter, PointCounter, build_from_checkpoint
+from inference import Counter
+from models import PointCounter, build_from_checkpoint
 from models.backbone import STAGE_CHANNELS
 from models.network import EVAL_PAD_MULTIPLE
 from models.precision import autocast_dtype, ieee_fp32_convolutions
@@ -182,7 +183,7 @@ def bench_folder(args, device: torch.device) -> None:
 def bench_onnx(args, device: torch.device) -> None:
     """images/s of the checkpoint exported to ONNX and run by onnxruntime, against exact and fast mode,
     on the ``--image`` resized to 512x384 and 1024x768."""
-    from models.onnx_network import OnnxNetwork, export_onnx
+    from inference.onnx_network import OnnxNetwork, export_onnx
 
     network, _ = load_network(args.weight_path)
     picture = read_rgb(args.image)

@@ -5,7 +5,7 @@
 
 The file holds the inference network in fp32 (BatchNorm folded, normalisation and anchor points in
 the graph) for any height and width that are multiples of 128; ``run_test.py`` and ``Counter`` pad
-and tile for it as for the checkpoint (see ``models/onnx_network.py``). After writing, the file is
+and tile for it as for the checkpoint (see ``inference/onnx_network.py``). After writing, the file is
 checked with ``onnx.checker`` and run by onnxruntime on two random images of different sizes; the
 largest differences from the PyTorch network are printed, and the export fails if they exceed the
 parity tolerances.
@@ -19,10 +19,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import Counter  # noqa: E402
+from inference import Counter  # noqa: E402
 from models.checkpoint import CheckpointError, build_from_checkpoint  # noqa: E402
 from models.network import INPUT_NORMS  # noqa: E402
-from models.onnx_network import ONNX_SUFFIX, OPSET, OnnxNetwork, export_onnx  # noqa: E402
+from inference.onnx_network import ONNX_SUFFIX, OPSET, OnnxNetwork, export_onnx  # noqa: E402
 from util.misc import error_line, run_script  # noqa: E402
 from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs  # noqa: E402
 

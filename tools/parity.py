@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import Counter  # noqa: E402
+from inference import Counter  # noqa: E402
 from util.parity import (FIXTURES_HINT, LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs,  # noqa: E402
                          fixtures_dir, within_parity)
 

@@ -133,7 +133,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     if script == "train":
         _add_training_arguments(parser)
     if script == "test":
-        from models.counter import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE
+        from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE
 
         group = parser.add_argument_group("evaluation")
         group.add_argument("--weight_path", required=True,

@@ -3,11 +3,11 @@ convolution before it, channels-last memory, the first two backbone stages compu
 and in fast mode (``amp``) weights and activations in bf16 or fp16.
 
 Exact mode (the default, ``amp=False``) stays in fp32: folding, fused ReLUs and blocks only change
-the order of summation, and the wide layers' Winograd convolutions on the CPU (``models.winograd``)
+the order of summation, and the wide layers' Winograd convolutions on the CPU (``inference.winograd``)
 are as close to the float64 result as direct ones, so outputs stay within the parity tolerances of
 the upstream network (see ``tools/parity.py``); on CUDA the convolutions run in IEEE fp32, without
-TF32 and without cuDNN (``precision.ieee_fp32_convolutions``). Fast mode computes in
-``precision.autocast_dtype(device)``: bf16 on CPUs with native bf16 and recent GPUs, fp16 on older
+TF32 and without cuDNN (``models.precision.ieee_fp32_convolutions``). Fast mode computes in
+``models.precision.autocast_dtype(device)``: bf16 on CPUs with native bf16 and recent GPUs, fp16 on older
 GPUs, fp32 elsewhere; the first convolution (on the pixels) and the heads' output convolutions
 (``FullPrecision``) stay fp32.
 """
@@ -15,13 +15,15 @@ import contextlib
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .network import PointCounter
-from .precision import autocast_dtype, ieee_fp32_convolutions, onednn_computes
-from .tiling import plan_tiles
+from models.network import PointCounter
+from models.precision import autocast_dtype, ieee_fp32_convolutions
+
+from .backend import NetworkBackend
+from .kernels import ConvReLU, MaxPool2x2
+from .tiling import core_slices, plan_tiles
 from .winograd import WinogradConvReLU, is_wide_conv3x3
 
 # Stages 1 and 2 (strides 2 and 4) hold most of the activation memory of a forward pass: the two
@@ -67,81 +69,6 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
                 pairs += 1
     fused.fused_batchnorm_pairs = pairs
     return fused
-
-
-class ConvReLU(nn.Module):
-    """A stride-1 ``Conv2d``, optionally followed by ReLU, as one oneDNN call on the CPU.
-
-    The ReLU is applied while the convolution writes its output (a separate ReLU reads and writes the
-    whole map once more), and the weights are reordered into oneDNN's blocked layout once, not on every
-    call. On other devices, without oneDNN, or in a dtype this CPU's oneDNN cannot compute in (bf16
-    below AVX512), it runs ``conv`` and ``relu``. Float ``[B, C, h, w]`` in and out, in the weights' dtype,
-    or with ``output_dtype`` the result cast to that dtype.
-    """
-
-    # oneDNN's bf16 kernels are slow for 3 input channels (the first conv took 7.6 ms on a 384 x 512
-    # image, 1.9 ms with the pixels and weights padded by zero channels to 8).
-    MIN_REDUCED_PRECISION_CHANNELS = 8
-
-    def __init__(self, conv: nn.Conv2d, relu: bool, output_dtype: torch.dtype = None):
-        super().__init__()
-        if conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
-            raise ValueError(f"ConvReLU takes stride-1, ungrouped, zero-padded convolutions, got {conv}")
-        self.conv = conv
-        self.relu = relu
-        self.output_dtype = output_dtype
-        self.packed = None  # (dtype, input channels, oneDNN weight), made on the first CPU call
-
-    def forward(self, x: torch.Tensor, pad_rows: bool = True) -> torch.Tensor:
-        """``pad_rows=False``: no zero padding above and below, so ``h`` input rows give ``h - 2``
-        output rows (for a 3x3 conv), the rows that do not read beyond ``x``: how a strip of a larger
-        map is computed from its neighbours' rows."""
-        y = self.convolve(x, pad_rows)
-        return y if self.output_dtype is None else y.to(self.output_dtype)
-
-    def convolve(self, x: torch.Tensor, pad_rows: bool) -> torch.Tensor:
-        conv = self.conv
-        padding = list(conv.padding) if pad_rows else [0, conv.padding[1]]
-        if x.device.type != "cpu" or not (torch.backends.mkldnn.enabled and onednn_computes(conv.weight.dtype)):
-            y = F.conv2d(x, conv.weight, conv.bias, padding=padding, dilation=conv.dilation)
-            return torch.relu_(y) if self.relu else y
-        # The weights are reordered once, with the conv's own padding; calls without row padding use them too
-        # (oneDNN's weight layout does not depend on the padding; the rows come out bit-identical).
-        geometry = (padding, [1, 1], list(conv.dilation), 1)
-        channels = x.shape[1]
-        if conv.weight.dtype != torch.float32 and channels < self.MIN_REDUCED_PRECISION_CHANNELS:
-            channels = self.MIN_REDUCED_PRECISION_CHANNELS
-            padded = x.new_zeros((x.shape[0], channels, *x.shape[2:])).contiguous(memory_format=torch.channels_last)
-            padded[:, :x.shape[1]] = x
-            x = padded
-        if self.packed is None or self.packed[:2] != (conv.weight.dtype, channels):
-            weight = conv.weight.new_zeros((conv.out_channels, channels, *conv.kernel_size))
-            weight[:, :conv.in_channels] = conv.weight
-            weight = torch.ops.mkldnn._reorder_convolution_weight(weight, list(conv.padding), *geometry[1:],
-                                                                  list(x.shape))
-            self.packed = (conv.weight.dtype, channels, weight)
-        return torch.ops.mkldnn._convolution_pointwise(x, self.packed[2], conv.bias, *geometry,
-                                                       "relu" if self.relu else "none", [], "")
-
-
-class MaxPool2x2(nn.Module):
-    """``nn.MaxPool2d(2, 2)`` for channels-last maps of even size, as two elementwise maxima over
-    views (1.5x faster than PyTorch's pooling, which also computes indices); the same values.
-
-    ``forward(x [B, C, h, w], out=None)``: with ``out`` (``[B, C, h / 2, w / 2]``, e.g. rows of a larger
-    map) the result is written there and ``out`` is returned, which saves a copy of every strip."""
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        if height % 2 or width % 2 or not x.is_contiguous(memory_format=torch.channels_last):
-            pooled = F.max_pool2d(x, 2, 2)
-            return pooled if out is None else out.copy_(pooled)
-        rows = x.permute(0, 2, 3, 1).reshape(batch, height // 2, 2, width // 2, 2 * channels)
-        pairs = torch.maximum(rows[:, :, 0], rows[:, :, 1]).view(batch, height // 2, width // 2, 2, channels)
-        if out is None:
-            return torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1]).permute(0, 3, 1, 2)
-        torch.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1], out=out.permute(0, 2, 3, 1))
-        return out
 
 
 def fuse_relu(network: nn.Module) -> None:
@@ -196,14 +123,13 @@ class FullPrecision(nn.Module):
         return self.module(features.float())
 
 
-class InferenceNetwork(nn.Module):
-    """Inference-only form of a ``PointCounter`` (which is not changed), on ``device``.
+class TorchNetwork(nn.Module, NetworkBackend):
+    """The PyTorch backend (``inference.backend.NetworkBackend``): the inference-only form of a
+    ``PointCounter`` (which is not changed), on ``device``, in fast mode with ``amp``.
 
     ``forward(images [1, 3, H, W] float pixels in [0, 1], H and W multiples of 16, restore=False)``
     returns the ``PointCounter``'s outputs as float32: ``pred_logits [1, A, 2]``, ``pred_points [1, A,
     2]`` ``(x, y)`` pixels of ``images``, and with ``restore`` ``pred_restored [1, 3, H, W]``.
-    Attributes: ``settings`` (the ``ModelSettings``), ``device``, ``amp`` (fast mode), ``padding_fill`` (``[3]``,
-    the pixel value that normalises to zero, for padding) and ``has_restoration``.
     """
 
     def __init__(self, model: PointCounter, device="cpu", amp: bool = False):
@@ -233,15 +159,33 @@ class InferenceNetwork(nn.Module):
         # Pixels are normalised in fp32 (a bf16 ImageNet mean is off by up to 2e-3).
         network.input_mean, network.input_std = (buffer.to(device) for buffer in (model.input_mean, model.input_std))
         self.network = network
-        self.device = device
-        self.settings = network.settings
-        self.amp = amp
-        self.has_restoration = network.restoration is not None
-        self.register_buffer("padding_fill", model.padding_fill.detach().to(device).clone(), persistent=False)
+        self.placement = device
+        self.fast = amp
+        self.register_buffer("fill", model.padding_fill.detach().to(device).clone(), persistent=False)
+
+    @property
+    def settings(self):
+        return self.network.settings
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement
+
+    @property
+    def amp(self) -> bool:
+        return self.fast
+
+    @property
+    def padding_fill(self) -> torch.Tensor:
+        return self.fill
+
+    @property
+    def has_restoration(self) -> bool:
+        return self.network.restoration is not None
 
     def train(self, mode: bool = True):
         if mode:
-            raise RuntimeError("InferenceNetwork is for inference only (its BatchNorm is folded into the "
+            raise RuntimeError("TorchNetwork is for inference only (its BatchNorm is folded into the "
                                "convolutions); train the original PointCounter instead")
         return super().train(False)
 
@@ -308,10 +252,8 @@ class InferenceNetwork(nn.Module):
                 if maps[index] is None:
                     maps[index] = torch.empty((1, part.shape[1], height // stride, width // stride), dtype=part.dtype,
                                               device=part.device, memory_format=torch.channels_last)
-                core_top, core_bottom, core_left, core_right = (edge // stride for edge in tile.core)
-                maps[index][:, :, core_top:core_bottom, core_left:core_right] = part[
-                    :, :, core_top - top // stride:core_bottom - top // stride,
-                    core_left - left // stride:core_right - left // stride]
+                in_window, in_whole = core_slices(tile, stride)
+                maps[index][(..., *in_whole)] = part[(..., *in_window)]
         return maps
 
     @torch.inference_mode()

@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from crowd_datasets.image_io import check_rgb, read_rgb, to_tensor
+from models.checkpoint import build_from_checkpoint
+from models.network import FEATURE_STRIDE, PointCounter
 from util.distributed import resolve_device
 
-from .checkpoint import build_from_checkpoint
-from .inference_network import InferenceNetwork
-from .network import EVAL_PAD_MULTIPLE, FEATURE_STRIDE
+from .backend import NetworkBackend
 from .onnx_network import OnnxNetwork, is_onnx_file
-from .tiling import TILE_ALIGN, plan_tiles
+from .tiling import check_tile_size, core_slices, padded_size, plan_tiles
+from .torch_network import TorchNetwork
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -23,37 +24,33 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_TILE_SIZE = 2048
 
 
-def check_tile_size(tile_size: int) -> int:
-    """``tile_size`` itself, or ``ValueError`` unless it is 0 or a positive multiple of 128."""
-    if not isinstance(tile_size, int) or tile_size < 0 or tile_size % TILE_ALIGN:
-        raise ValueError(f"tile_size must be 0 (never tile) or a positive multiple of {TILE_ALIGN} pixels, "
-                         f"got {tile_size}")
-    return tile_size
-
-
 class Counter:
     """A network with its pre- and post-processing; ``counter(image)`` counts the people in one image.
 
-    ``model`` is a ``PointCounter`` (run as an ``InferenceNetwork`` on ``device``) or an
-    ``OnnxNetwork`` (an exported file run by onnxruntime, which chose its device when loaded).
+    ``model`` is a ``PointCounter`` (run as a ``TorchNetwork`` on ``device``, in fast mode with ``amp``)
+    or a ready ``NetworkBackend`` such as an ``OnnxNetwork`` (an exported file run by onnxruntime,
+    which chose its device when loaded).
 
     ``image`` is a file path, an ``H x W x 3`` uint8 RGB array, or a float ``[3, H, W]`` tensor with
-    pixels in [0, 1]. Images are padded at the bottom and right to multiples of 128, as upstream
-    evaluates. Images larger than ``tile_size`` (pixels per side; 0: never) run as overlapping tiles
-    whose result equals the whole image's (``models.tiling``). ``amp`` selects fast mode
-    (``models.inference_network``). Image files whose header declares more than ``max_pixels``
+    pixels in [0, 1]. Images are padded at the bottom and right to multiples of ``PAD_MULTIPLE`` (128),
+    as upstream evaluates. Images larger than ``tile_size`` (pixels per side; 0: never) run as
+    overlapping tiles whose result equals the whole image's (``inference.tiling``). ``amp`` selects
+    fast mode (``inference.torch_network``). Image files whose header declares more than ``max_pixels``
     pixels are refused before decoding (``ImageReadError``).
     """
 
     def __init__(self, model, device="cpu", threshold: float = 0.5, amp: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, tile_size: int = DEFAULT_TILE_SIZE):
-        if isinstance(model, OnnxNetwork):
-            if amp:
-                raise ValueError(f"fast mode (--amp) is for PyTorch checkpoints; {model.path.name} runs in fp32 "
-                                 "with onnxruntime")
+        if isinstance(model, PointCounter):
+            self.network = TorchNetwork(model, resolve_device(device), amp)
+        elif isinstance(model, NetworkBackend):
+            if amp and not model.amp:
+                raise ValueError("fast mode (--amp) is for PyTorch checkpoints; "
+                                 + (f"{model.path.name} runs in fp32 with onnxruntime" if isinstance(
+                                     model, OnnxNetwork) else f"this {type(model).__name__} runs in fp32"))
             self.network = model
         else:
-            self.network = InferenceNetwork(model, resolve_device(device), amp=amp)
+            raise TypeError(f"expected a PointCounter or a NetworkBackend, got {type(model).__name__}")
         self.device = self.network.device
         self.threshold = threshold
         self.max_pixels = max_pixels
@@ -126,10 +123,9 @@ class Counter:
         ``pred_restored [3, H, W]`` in [0, 1]; float32 on the network's device."""
         image = self.read(image)
         height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
-        padded_height, padded_width = (-(-side // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE for side in (height, width))
+        padded_height, padded_width = padded_size(height, width)
         tiles = plan_tiles(padded_height, padded_width, self.tile_size)
         anchors = self.settings.row * self.settings.line
-        cells = (padded_height // FEATURE_STRIDE, padded_width // FEATURE_STRIDE, anchors, 2)
         logits = points = restored = None
         for tile in tiles:
             top, bottom, left, right = tile.window
@@ -140,22 +136,17 @@ class Counter:
                     restored = result["pred_restored"][0, :, :height, :width]
                 break
             if logits is None:
+                cells = (padded_height // FEATURE_STRIDE, padded_width // FEATURE_STRIDE, anchors, 2)
                 logits, points = (torch.empty(cells, device=self.device) for _ in range(2))
                 restored = torch.empty((3, height, width), device=self.device) if restore else None
-            core_top, core_bottom, core_left, core_right = tile.core
             shape = ((bottom - top) // FEATURE_STRIDE, (right - left) // FEATURE_STRIDE, anchors, 2)
-            rows = slice((core_top - top) // FEATURE_STRIDE, (core_bottom - top) // FEATURE_STRIDE)
-            columns = slice((core_left - left) // FEATURE_STRIDE, (core_right - left) // FEATURE_STRIDE)
-            core_cells = (slice(core_top // FEATURE_STRIDE, core_bottom // FEATURE_STRIDE),
-                          slice(core_left // FEATURE_STRIDE, core_right // FEATURE_STRIDE))
-            logits[core_cells] = result["pred_logits"][0].view(shape)[rows, columns]
+            in_window, in_whole = core_slices(tile, FEATURE_STRIDE)
+            logits[in_whole] = result["pred_logits"][0].view(shape)[in_window]
             origin = torch.tensor([left, top], dtype=points.dtype, device=points.device)
-            points[core_cells] = result["pred_points"][0].view(shape)[rows, columns] + origin
+            points[in_whole] = result["pred_points"][0].view(shape)[in_window] + origin
             if restore:
-                core_bottom, core_right = min(core_bottom, height), min(core_right, width)
-                if core_top < core_bottom and core_left < core_right:
-                    restored[:, core_top:core_bottom, core_left:core_right] = result["pred_restored"][
-                        0, :, core_top - top:core_bottom - top, core_left - left:core_right - left]
+                in_window, in_whole = core_slices(tile, 1, height, width)
+                restored[(slice(None), *in_whole)] = result["pred_restored"][(0, slice(None), *in_window)]
         result = {"pred_logits": logits.reshape(-1, 2), "pred_points": points.reshape(-1, 2)}
         if restore:
             result["pred_restored"] = restored

@@ -21,7 +21,9 @@ own; a test checks that its output, too, equals the whole image's.
 from dataclasses import dataclass
 
 TILE_MARGIN = 144
-TILE_ALIGN = 128
+# Images are padded at the bottom and right to multiples of this, as upstream evaluates them; tiles lie on
+# the same grid.
+PAD_MULTIPLE = 128
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,21 @@ class Tile:
     window: tuple
 
 
-def core_edges(length: int, tile_size: int, align: int = TILE_ALIGN) -> list:
+def check_tile_size(tile_size: int, align: int = PAD_MULTIPLE) -> int:
+    """``tile_size`` itself, or ``ValueError`` unless it is 0 (never tile) or a positive multiple of
+    ``align`` pixels."""
+    if not isinstance(tile_size, int) or tile_size < 0 or tile_size % align:
+        raise ValueError(f"tile_size must be 0 (never tile) or a positive multiple of {align} pixels, "
+                         f"got {tile_size}")
+    return tile_size
+
+
+def padded_size(height: int, width: int) -> tuple:
+    """``(height, width)`` rounded up to multiples of ``PAD_MULTIPLE``."""
+    return tuple(-(-side // PAD_MULTIPLE) * PAD_MULTIPLE for side in (height, width))
+
+
+def core_edges(length: int, tile_size: int, align: int = PAD_MULTIPLE) -> list:
     """Edges ``[0, …, length]`` of as few cores as hold ``length`` pixels with cores of at most
     ``tile_size`` pixels, on the ``align`` grid and as equal as it allows (so that no sliver of a core
     pays for a whole margin)."""
@@ -43,14 +59,13 @@ def core_edges(length: int, tile_size: int, align: int = TILE_ALIGN) -> list:
     return [align * (blocks * index // count) for index in range(count)] + [length]
 
 
-def plan_tiles(height: int, width: int, tile_size: int, margin: int = TILE_MARGIN, align: int = TILE_ALIGN) -> list:
+def plan_tiles(height: int, width: int, tile_size: int, margin: int = TILE_MARGIN, align: int = PAD_MULTIPLE) -> list:
     """The ``Tile`` list of a padded ``height`` x ``width`` image (multiples of ``align``), row by row:
     one tile with no margin when ``tile_size`` is 0 or the image fits in one core, else cores of at
     most ``tile_size`` (a multiple of ``align``) per side, each widened by ``margin`` inside the image."""
     if height % align or width % align:
         raise ValueError(f"padded image sides must be multiples of {align}, got {height} x {width}")
-    if tile_size < 0 or tile_size % align:
-        raise ValueError(f"tile size must be 0 (never tile) or a positive multiple of {align}, got {tile_size}")
+    check_tile_size(tile_size, align)
     if tile_size == 0 or (height <= tile_size and width <= tile_size):
         return [Tile(core=(0, height, 0, width), window=(0, height, 0, width))]
     rows, columns = core_edges(height, tile_size, align), core_edges(width, tile_size, align)
@@ -61,3 +76,18 @@ def plan_tiles(height: int, width: int, tile_size: int, margin: int = TILE_MARGI
                       max(left - margin, 0), min(right + margin, width))
             tiles.append(Tile(core=(top, bottom, left, right), window=window))
     return tiles
+
+
+def core_slices(tile: Tile, stride: int, height: int = None, width: int = None) -> tuple:
+    """Where ``tile``'s core lies in a map of stride ``stride`` (input pixels per cell): ``(in_window,
+    in_whole)``, each a ``(rows, columns)`` pair of slices, into the map of the tile's window and into
+    the map of the whole image; cut at ``height`` x ``width`` cells of the whole map where given (the
+    unpadded image). Every stitched map takes each cell from the one tile whose core holds it."""
+    top, _, left, _ = tile.window
+    core_top, core_bottom, core_left, core_right = (edge // stride for edge in tile.core)
+    if height is not None:
+        core_bottom, core_right = min(core_bottom, height), min(core_right, width)
+    core_bottom, core_right = max(core_bottom, core_top), max(core_right, core_left)
+    top, left = top // stride, left // stride
+    return ((slice(core_top - top, core_bottom - top), slice(core_left - left, core_right - left)),
+            (slice(core_top, core_bottom), slice(core_left, core_right)))

@@ -23,16 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
-from .inference_network import fuse_batchnorm
-from .network import ModelSettings, PointCounter, normalisation
+from models.checkpoint import CheckpointError
+from models.network import ModelSettings, PointCounter, normalisation
+
+from .backend import NetworkBackend
+from .tiling import PAD_MULTIPLE
+from .torch_network import fuse_batchnorm
 
 ONNX_SUFFIX = ".onnx"
 OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("pred_logits", "pred_points")
 SETTINGS_KEY = "dehaze_p2pnet.model_settings"
-# The heights and widths the graph accepts: multiples of 128 up to 512 * 128 = 65536 px.
+# The heights and widths the graph accepts: multiples of PAD_MULTIPLE up to 512 of them (65536 px).
 MAX_BLOCKS = 512
 
 
@@ -62,8 +65,7 @@ class ExportedNetwork(nn.Module):
         self.network.restoration = None
 
     def forward(self, images: torch.Tensor) -> tuple:
-        stages = self.network.backbone(self.network.normalise(images))
-        outputs = self.network.decode(stages[2], stages[3])
+        outputs = self.network(images)
         return outputs["pred_logits"], outputs["pred_points"]
 
 
@@ -77,7 +79,7 @@ def export_onnx(model: PointCounter, path, example_size: tuple = (256, 384)) -> 
     example = torch.rand(1, 3, *example_size)
     program = torch.onnx.export(network, (example,), dynamo=True, external_data=False, opset_version=OPSET,
                                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), verbose=False,
-                                dynamic_shapes={"images": {2: 128 * height, 3: 128 * width}})
+                                dynamic_shapes={"images": {2: PAD_MULTIPLE * height, 3: PAD_MULTIPLE * width}})
     proto = program.model_proto
     settings = ModelSettings(**{**model.settings.to_dict(), "restoration": False})
     entry = proto.metadata_props.add()
@@ -93,12 +95,9 @@ def export_onnx(model: PointCounter, path, example_size: tuple = (256, 384)) -> 
     return path
 
 
-class OnnxNetwork:
-    """An exported ``.onnx`` file run by onnxruntime, with the interface ``Counter`` reads from
-    ``InferenceNetwork``: ``network(images [1, 3, H, W] float pixels in [0, 1], H and W multiples of
-    128)`` returns float32 CPU tensors ``pred_logits [1, A, 2]`` and ``pred_points [1, A, 2]``;
-    attributes ``settings``, ``device`` (where the outputs are: the CPU), ``amp`` (False: the graph is
-    fp32), ``padding_fill`` and ``has_restoration`` (False).
+class OnnxNetwork(NetworkBackend):
+    """The ONNX backend (``inference.backend.NetworkBackend``): an exported ``.onnx`` file run by
+    onnxruntime, in fp32, without the restoration module; its outputs are CPU tensors.
 
     On a CUDA ``device`` it uses onnxruntime's CUDA provider when the installed onnxruntime has one,
     and says so when it runs on the CPU instead.
@@ -130,16 +129,27 @@ class OnnxNetwork:
         if SETTINGS_KEY not in metadata:
             raise CheckpointError(f"{path}: an ONNX file without this project's model settings in its metadata; "
                                   "export it with tools/export_onnx.py")
-        self.settings = ModelSettings.from_dict(json.loads(metadata[SETTINGS_KEY]))
+        self.model_settings = ModelSettings.from_dict(json.loads(metadata[SETTINGS_KEY]))
         inputs = [entry.name for entry in self.session.get_inputs()]
         outputs = [entry.name for entry in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
             raise CheckpointError(f"{path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, "
                                   f"found {inputs} and {outputs}")
         self.path = path
-        self.device = torch.device("cpu")
         self.dtype = torch.float32
-        self.padding_fill = torch.tensor(normalisation(self.settings.input_norm)[0])
+        self.fill = torch.tensor(normalisation(self.settings.input_norm)[0])
+
+    @property
+    def settings(self) -> ModelSettings:
+        return self.model_settings
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def padding_fill(self) -> torch.Tensor:
+        return self.fill
 
     def __call__(self, images: torch.Tensor, restore: bool = False) -> dict:
         if restore:
