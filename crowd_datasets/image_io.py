@@ -121,3 +121,15 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 RGB -> float32 ``[3, H, W]`` in [0, 1] (the same values as torchvision's
     ``ToTensor``)."""
     return unit_float(pixel_tensor(rgb))
+
+
+def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write ``H x W x 3`` uint8 RGB to ``path`` (format from its suffix); creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    # Encoded in memory and written by Python: OpenCV's path handling fails on names that are not UTF-8.
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"could not encode image {path}")
+    encoded.tofile(path)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import run_test
+from util.misc import EXIT_SKIPPED
 from helpers import ROOT, counting_checkpoint, tiny_dataset
 
 
@@ -45,7 +46,7 @@ def test_two_processes_write_the_counts_and_summary_of_one(tmp_path, capsys):
         cv2.imwrite(str(pictures / f"p{index}.png"), rng.integers(0, 256, size=(*size, 3), dtype=np.uint8))
     (pictures / "notes.txt").write_text("not a picture")
     common = ["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures), "--device", "cpu"]
-    assert run_test.main(common + ["--output_dir", str(tmp_path / "one")]) == run_test.EXIT_SKIPPED
+    assert run_test.main(common + ["--output_dir", str(tmp_path / "one")]) == EXIT_SKIPPED
     one = capsys.readouterr().out
     two = torchrun_run_test(common + ["--output_dir", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]  # torchrun reports any other code as a failure
@@ -92,7 +93,7 @@ def test_each_line_a_process_prints_leaves_in_one_write(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", err)
     code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures),
                           "--device", "cpu", "--num_workers", "0"])
-    assert code == run_test.EXIT_SKIPPED
+    assert code == EXIT_SKIPPED
     lines = [text for text in out.writes + err.writes if text.strip()]
     assert sum(text.startswith("p") for text in lines) == 3 and any("skipped notes.txt" in t for t in lines)
     assert all(text.endswith("\n") and text.count("\n") == 1 for text in lines), lines

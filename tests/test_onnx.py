@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run_test
+from util.misc import EXIT_SKIPPED
 from inference import Counter
 from models.checkpoint import build_from_checkpoint
 from inference.onnx_network import SETTINGS_KEY, OnnxNetwork, export_onnx
@@ -68,7 +69,7 @@ def test_run_test_writes_the_same_counts_from_the_onnx_file_as_from_the_checkpoi
     for weights in (REFERENCE_CHECKPOINT, reference_onnx):
         out = tmp_path / weights.suffix.lstrip(".")
         code = run_test.main(["--weight_path", str(weights), "--input", str(photos), "--output_dir", str(out)])
-        assert code == run_test.EXIT_SKIPPED and "skipped readme.txt" in capsys.readouterr().err
+        assert code == EXIT_SKIPPED and "skipped readme.txt" in capsys.readouterr().err
         runs[weights.suffix] = out
     pth, onnx = ((out / "counts.csv").read_text() for out in runs.values())
     assert pth == onnx and len(pth.splitlines()) == 4

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import run_test
+from inference import Counter
+from util.misc import EXIT_SKIPPED
 from crowd_datasets.image_io import read_rgb
 from util.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
@@ -39,7 +41,7 @@ def test_folder_with_non_image_files_counts_the_others_and_says_so(tmp_path, cap
     code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(photos),
                           "--output_dir", str(out), "--device", "cpu"])
     printed = capsys.readouterr()
-    assert code == run_test.EXIT_SKIPPED
+    assert code == EXIT_SKIPPED
     assert "skipped notes.txt" in printed.err and "skipped broken.jpg" in printed.err
     lines = [line for line in printed.out.splitlines() if line.endswith(tuple("0123456789"))]
     assert [line.split(":")[0] for line in lines[:2]] == ["a.jpg", "b.png"]
@@ -133,7 +135,7 @@ def test_fast_mode_flag_reaches_the_network_and_counts_as_fast_mode(tmp_path, mo
         built.clear()
         assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(image)] + flags) == 0
         assert built == [amp], flags
-        counter = run_test.Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", amp=amp,
+        counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", amp=amp,
                                                    log=lambda message: None)
         assert capsys.readouterr().out.startswith(f"photo.png: {counter(str(image))['count']}\n")
 
@@ -200,7 +202,7 @@ def test_every_picture_gets_its_own_outputs_and_folders_and_broken_links_are_nam
     (pictures / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     out = tmp_path / "out"
     assert run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures),
-                          "--output_dir", str(out)]) == run_test.EXIT_SKIPPED
+                          "--output_dir", str(out)]) == EXIT_SKIPPED
     err = capsys.readouterr().err
     assert "skipped holiday: a folder (sub-folders are not searched)" in err
     assert "skipped gone.jpg: a broken link" in err
@@ -261,7 +263,7 @@ def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path
     png_declaring(pictures / "medium.png", 10_000, 8_000)
     cv2.imwrite(str(pictures / "small.png"), np.full((48, 64, 3), 90, np.uint8))
     code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures)])
-    assert code == run_test.EXIT_SKIPPED
+    assert code == EXIT_SKIPPED
     captured = capsys.readouterr()
     assert "skipped huge.png: declares more than 179 MP, over the limit of 50 MP" in captured.err
     assert "skipped large.png: declares more than 179 MP" in captured.err
@@ -272,7 +274,7 @@ def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path
         counter(pictures / "small.png")
     # --max_megapixels moves the limit both ways: small.png has 3072 pixels
     small = ["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures / "small.png")]
-    assert run_test.main(small + ["--max_megapixels", "0.003"]) == run_test.EXIT_SKIPPED
+    assert run_test.main(small + ["--max_megapixels", "0.003"]) == EXIT_SKIPPED
     assert "skipped small.png: declares 64 x 48 pixels" in capsys.readouterr().err
     assert run_test.main(small + ["--max_megapixels", "0.0031"]) == 0
     assert capsys.readouterr().out.startswith("small.png: ")
@@ -290,7 +292,7 @@ def test_truncated_pictures_are_skipped_by_name_and_the_rest_counted(tmp_path, c
     (pictures / "cut.png").write_bytes(png[:-20])
     code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(pictures)])
     captured = capsys.readouterr()
-    assert code == run_test.EXIT_SKIPPED
+    assert code == EXIT_SKIPPED
     assert "skipped cut.jpg: truncated JPEG" in captured.err
     assert "skipped cut.png: truncated PNG" in captured.err
     assert "whole.jpg: " in captured.out and "counted 1 images" in captured.out

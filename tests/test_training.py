@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 import engine
 import run_test
+from util.misc import EXIT_SKIPPED
 import train
 from crowd_datasets import build_dataset
 from inference import Counter
@@ -84,7 +85,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run_and_run_test_need
     assert last == f"mae: {best_content['best']['mae']:.4f} mse: {best_content['best']['mse']:.4f}"
     out = tmp_path / "counted"
     assert run_test.main(["--weight_path", str(best), "--input", str(tmp_path / "data" / "test_data" / "images"),
-                          "--output_dir", str(out), "--save_restored"]) == run_test.EXIT_SKIPPED  # the .txt files
+                          "--output_dir", str(out), "--save_restored"]) == EXIT_SKIPPED  # the .txt files
     restored = sorted(os.listdir(out / "restored"))
     assert restored == ["IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg"]
 

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 import run_test
+from util.misc import EXIT_INTERRUPTED, EXIT_SKIPPED
+import inference.video
+from inference.inputs import source_name
+from inference import Counter
 from crowd_datasets.demo import make_scene
-from util.video import VideoSource, VideoWriter
+from inference.video_io import VideoSource, VideoWriter
 from helpers import counting_checkpoint
 
 FPS = 8.0
@@ -114,7 +118,7 @@ def test_a_folder_mixing_pictures_and_videos_counts_both_and_names_broken_videos
     out = tmp_path / "out"
     code = run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(folder), "--output_dir", str(out)])
     printed = capsys.readouterr()
-    assert code == run_test.EXIT_SKIPPED
+    assert code == EXIT_SKIPPED
     assert "skipped broken.mp4: cannot be opened as a video" in printed.err
     assert "cut.avi: the video ended after 5 of the 10 frames its file declares" in printed.err
     assert read_csv(out / "counts.csv") == [{"image": "clip.png", "count": str(picture_counts[4])}]
@@ -166,7 +170,7 @@ class Camera(Stream):
 
 
 def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, monkeypatch, capsys):
-    predict = run_test.Counter.predict
+    predict = Counter.predict
     calls = []
 
     def interrupted_at_the_fourth_frame(self, image, restore=False):
@@ -175,16 +179,16 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
             raise KeyboardInterrupt
         return predict(self, image, restore)
 
-    monkeypatch.setattr(run_test.Counter, "predict", interrupted_at_the_fourth_frame)
+    monkeypatch.setattr(Counter, "predict", interrupted_at_the_fourth_frame)
     out = tmp_path / "file"
     args = ["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"), "--output_dir"]
-    assert run_test.main(args + [str(out)]) == run_test.EXIT_INTERRUPTED
+    assert run_test.main(args + [str(out)]) == EXIT_INTERRUPTED
     assert "stopped by Ctrl-C; what was counted so far is written" in capsys.readouterr().err
     assert [int(row["count"]) for row in read_csv(out / "counts.csv")] == picture_counts[:3]
     assert len(decoded_frames(out / "vis.mp4")) == 3
 
     # A camera or stream has no end: Ctrl-C is how it stops, and the run ends normally.
-    monkeypatch.setattr(run_test, "VideoSource", Camera)
+    monkeypatch.setattr(inference.video, "VideoSource", Camera)
     calls.clear()
     out = tmp_path / "camera"
     assert run_test.main(args + [str(out)]) == 0
@@ -198,7 +202,7 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, picture_counts, tmp_path, monkeypatch,
                                                                           capsys, stride):
-    predict = run_test.Counter.predict
+    predict = Counter.predict
 
     def slow(self, image, restore=False):
         # A network slower than the stream, deterministically: it returns only once the reader thread has
@@ -207,8 +211,8 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
         assert not Stream.opened[-1].reader.is_alive()
         return predict(self, image, restore)
 
-    monkeypatch.setattr(run_test.Counter, "predict", slow)
-    monkeypatch.setattr(run_test, "VideoSource", Stream)
+    monkeypatch.setattr(Counter, "predict", slow)
+    monkeypatch.setattr(inference.video, "VideoSource", Stream)
     out = tmp_path / "out"
     assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
                           "--output_dir", str(out), "--frame_stride", str(stride)]) == 0
@@ -221,7 +225,7 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
 
 
 def test_video_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
-    import util.video
+    import inference.video_io
     from helpers import random_checkpoint
 
     opened = []
@@ -235,10 +239,10 @@ def test_video_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
         def isOpened(self):
             return False
 
-    monkeypatch.setattr(util.video.cv2, "VideoCapture", Unanswered)
+    monkeypatch.setattr(inference.video_io.cv2, "VideoCapture", Unanswered)
     random_checkpoint(tmp_path / "model.pth")
     args = ["--weight_path", str(tmp_path / "model.pth"), "--input"]
-    assert run_test.main(args + ["9"]) == run_test.EXIT_SKIPPED
+    assert run_test.main(args + ["9"]) == EXIT_SKIPPED
     assert opened == [9], "a digit is a camera index"
     monkeypatch.undo()
     assert "skipped camera 9: cannot be opened as a video" in capsys.readouterr().err
@@ -254,15 +258,15 @@ def test_video_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
 def test_cameras_and_stream_urls_are_told_from_files_and_printed_without_credentials():
     from pathlib import Path
 
-    from util.video import is_live_source
+    from inference.video_io import is_live_source
 
     for live in ("0", "12", "rtsp://cam.local/stream", "RTSP://cam.local/s", "http://host:8080/video.mjpg",
                  "rtmp://host/live", "udp://239.0.0.1:1234"):
         assert is_live_source(live), live
     for file in ("clip.mp4", "0.mp4", "videos/rtsp.mkv", "-1", "file:///tmp/clip.mp4"):
         assert not is_live_source(file), file
-    assert run_test.source_name("rtsp://admin:s3cret@cam.local:554/stream") == "rtsp://cam.local:554/stream"
-    assert run_test.source_name("http://user@host/video") == "http://host/video"
-    assert run_test.source_name("rtsp://cam.local/a@b") == "rtsp://cam.local/a@b", "an @ in the path is kept"
-    assert run_test.source_name("3") == "camera 3"
-    assert run_test.source_name(Path("videos/clip.mp4")) == "clip.mp4"
+    assert source_name("rtsp://admin:s3cret@cam.local:554/stream") == "rtsp://cam.local:554/stream"
+    assert source_name("http://user@host/video") == "http://host/video"
+    assert source_name("rtsp://cam.local/a@b") == "rtsp://cam.local/a@b", "an @ in the path is kept"
+    assert source_name("3") == "camera 3"
+    assert source_name(Path("videos/clip.mp4")) == "clip.mp4"

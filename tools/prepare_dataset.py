@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.annotations import points_outside, read_points  # noqa: E402
-from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb  # noqa: E402
+from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_rgb  # noqa: E402
 from util.misc import error_line, run_script  # noqa: E402
-from util.visualize import write_rgb  # noqa: E402
 
 FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv")
 EXIT_PROBLEMS = 3

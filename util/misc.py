@@ -31,6 +31,7 @@ def error_line(error: BaseException) -> str:
     return last.partition(": ")[2] or last
 
 
+EXIT_SKIPPED = 3  # run_test.py: some input was not a readable image or video; the rest was counted
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
 

@@ -1,6 +1,4 @@
-"""The one place that draws pictures of predictions."""
-from pathlib import Path
-
+"""The one place that draws pictures of predictions: points and labels on pictures and frames."""
 import cv2
 import numpy as np
 
@@ -15,18 +13,6 @@ def draw_points(rgb: np.ndarray, points, color=(255, 0, 0), radius: int = None) 
         if np.isfinite(x) and np.isfinite(y):
             cv2.circle(canvas, (int(round(x)), int(round(y))), radius, color, thickness=-1, lineType=cv2.LINE_AA)
     return canvas
-
-
-def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write ``H x W x 3`` uint8 RGB to ``path`` (format from its suffix); creates parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    # Encoded in memory and written by Python: OpenCV's path handling fails on names that are not UTF-8.
-    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise OSError(f"could not encode image {path}")
-    encoded.tofile(path)
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:

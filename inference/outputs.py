@@ -1,0 +1,72 @@
+"""What counting prints and writes: lines on the console, ``counts.csv`` (row by row, or all rows at once
+under ``torchrun``), and each picture's ``points/``, ``vis/`` and ``restored/`` files."""
+import csv
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from crowd_datasets.image_io import write_rgb
+
+from .visualize import draw_points
+
+
+def say(line: str, file=None) -> None:
+    """Print ``line`` above any progress bar in a single write, flushed: processes that share a terminal or a
+    pipe (under ``torchrun`` every process prints the pictures it counts) then never mix their lines."""
+    file = sys.stdout if file is None else file
+    tqdm.write(line + "\n", file=file, end="")
+    file.flush()
+
+
+class CountsCsv:
+    """``counts.csv`` at ``path`` (``None``: nothing is written): ``header``, then a row per picture or frame.
+
+    ``streaming``: each row is written and flushed as it comes, so that an interrupted run keeps what it
+    counted. Otherwise (processes of ``torchrun``) nothing is written until ``write_all`` is given every
+    process's rows, by the first process. Use it as a context manager, which closes the file."""
+
+    def __init__(self, path: Path, header: list, streaming: bool = True):
+        self.path, self.header = path, header
+        self.file = open(path, "w", newline="") if path is not None and streaming else None
+        self.writer = csv.writer(self.file) if self.file is not None else None
+        if self.writer is not None:
+            self.writer.writerow(header)
+
+    def add(self, row: list) -> None:
+        if self.writer is not None:
+            self.writer.writerow(row)
+            self.file.flush()
+
+    def write_all(self, rows: list) -> None:
+        if self.path is not None:
+            with open(self.path, "w", newline="") as file:
+                csv.writer(file).writerows([self.header] + rows)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_points_csv(path: Path, points, scores) -> None:
+    """``x,y,score`` rows of ``points [N, 2]`` (pixels) and ``scores [N]``, at ``path`` (folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["x", "y", "score"])
+        writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
+
+
+def write_picture_outputs(output_dir: Path, stem: str, rgb, result: dict) -> None:
+    """A counted picture's files: ``points/<stem>.csv``, ``vis/<stem>.jpg`` (its points drawn) and, when
+    ``result`` (from ``Counter.predict``) holds the restored view, ``restored/<stem>.jpg``."""
+    write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
+    write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
+    if "restored" in result:
+        write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])

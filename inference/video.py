@@ -1,0 +1,77 @@
+"""Counting a video file, a camera or a stream frame by frame (``run_test.py --input`` with a video)."""
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from util.misc import EXIT_SKIPPED
+
+from .counter import Counter
+from .inputs import source_name
+from .outputs import CountsCsv, say, write_points_csv
+from .video_io import FALLBACK_FPS, VideoError, VideoSource, VideoWriter
+from .visualize import draw_label, draw_points
+
+
+def count_video(counter: Counter, source, output_dir: Path = None, frame_stride: int = 1,
+                save_frame_points: bool = False) -> int:
+    """Count people in every ``frame_stride``-th frame of a video file (``Path``), a camera index or a
+    stream URL (``str``); print a line per frame and a summary.
+
+    With ``output_dir``: ``counts.csv`` (``frame,time_s,count``), ``vis.mp4`` (the counted frames with
+    their points and count drawn, at the source's frame rate divided by ``frame_stride``) and with
+    ``save_frame_points`` ``points/<frame>.csv``, all written frame by frame: Ctrl-C keeps what was
+    counted. Ctrl-C ends a camera or stream normally; for a file it is raised again once everything is
+    written. Returns 0, or ``EXIT_SKIPPED`` when the source cannot be opened or the file ends before
+    the frame count it declares.
+    """
+    name = source_name(source)
+    try:
+        video = VideoSource(source, frame_stride, counter.max_pixels)
+    except VideoError as error:
+        say(f"skipped {name}: {error.reason}", file=sys.stderr)
+        return EXIT_SKIPPED
+    counts, counts_csv, writer, last = [], None, None, None
+    try:
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        counts_csv = CountsCsv(output_dir / "counts.csv" if output_dir is not None else None,
+                               ["frame", "time_s", "count"])
+        if output_dir is not None:
+            writer = VideoWriter(output_dir / "vis.mp4", (video.fps or FALLBACK_FPS) / frame_stride)
+        total = -(-video.frame_count // frame_stride) if video.frame_count else None
+        for index, time_s, rgb in tqdm(video, total=total, desc=name, unit="frame", disable=None):
+            result = counter.predict(rgb)
+            counts.append(result["count"])
+            last = index
+            say(f"frame {index} ({time_s:.2f} s): {result['count']}")
+            if output_dir is None:
+                continue
+            counts_csv.add([index, f"{time_s:.3f}", result["count"]])
+            writer.write(draw_label(draw_points(rgb, result["points"]), f"frame {index}: {result['count']} people"))
+            if save_frame_points:
+                write_points_csv(output_dir / "points" / f"{index:06d}.csv", result["points"], result["scores"])
+    except KeyboardInterrupt:
+        if not video.live:
+            raise
+        say(f"{name}: stopped by Ctrl-C" + (f" after frame {last}" if counts else ""))
+    finally:
+        video.close()
+        if writer is not None:
+            writer.close()
+        if counts_csv is not None:
+            counts_csv.close()
+    mean = f", {sum(counts) / len(counts):.1f} people per frame on average, {max(counts)} at most" if counts else ""
+    every = "every frame" if frame_stride == 1 else f"1 frame in {frame_stride}"
+    if video.live:
+        apart = f", {frame_stride} or more apart" if frame_stride > 1 else ""
+        every = f"the newest whenever the network was free{apart}; {video.frames_read} read"
+    say(f"{name}: counted {len(counts)} frames ({every}){mean}")
+    if output_dir is not None:
+        say(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"
+            + (f", {output_dir / 'points'}/" if save_frame_points else ""))
+    if video.ended_early:
+        say(f"{name}: the video ended after {video.frames_read} of the {video.frame_count} frames its file "
+            "declares (a truncated file?)", file=sys.stderr)
+        return EXIT_SKIPPED
+    return 0
