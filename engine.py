@@ -22,7 +22,7 @@ def compute_losses(model, criterion, images: torch.Tensor, targets: list, dtype=
     """The criterion's unweighted losses for one batch: the forward pass under autocast to ``dtype``
     (``torch.float32``: none), then matching and losses in fp32 on the outputs cast back to fp32.
 
-    ``images [B, 3, H, W]`` on the model's device; ``targets`` as ``util.misc.collate_crops`` gives them.
+    ``images [B, 3, H, W]`` on the model's device; ``targets`` as ``util.script.collate_crops`` gives them.
     """
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
         outputs = model(images)
@@ -31,7 +31,7 @@ def compute_losses(model, criterion, images: torch.Tensor, targets: list, dtype=
 
 def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int, clip_max_norm: float = 0.1,
                     progress: bool = True, dtype=torch.float32, scaler=None) -> dict:
-    """One pass over ``data_loader`` (batches from ``util.misc.collate_crops``).
+    """One pass over ``data_loader`` (batches from ``util.script.collate_crops``).
 
     The forward pass runs under autocast to ``dtype`` (``torch.float32``: none) with channels-last
     images; ``scaler`` (a ``torch.amp.GradScaler``, enabled for fp16; default: a disabled one) scales
@@ -72,7 +72,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
 
 
 def evaluate(counter, data_loader, sigmas=(4, 8), progress: bool = True) -> dict:
-    """Count every image of ``data_loader`` (batches from ``util.misc.collate_images``) with ``counter``
+    """Count every image of ``data_loader`` (batches from ``util.script.collate_images``) with ``counter``
     (a ``models.Counter``: padding, tiling and threshold as for one's own pictures).
 
     Each image is run alone, so results do not depend on the loader's batch size. Under

@@ -4,14 +4,15 @@ dataset's test split.
     python run_test.py --weight_path weights/Hazy_JHU_best.pth --input photos/ --output_dir out/
     python run_test.py --weight_path weights/Hazy_JHU_best.pth --input street.mp4 --output_dir out/
 """
+import argparse
 import sys
 from pathlib import Path
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-from crowd_datasets import build_dataset
+from crowd_datasets import build_dataset, collate_images
 from engine import evaluate
-from inference import Counter, check_tile_size
+from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, Counter
 from inference.inputs import video_source
 from inference.outputs import say
 from inference.pictures import count_images
@@ -19,8 +20,51 @@ from inference.video import count_video
 from models.checkpoint import CheckpointError
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from util.metrics import format_summary, plot_counts, write_records_csv
-from util.misc import EXIT_INTERRUPTED, check_output_dir, collate_images, configure_malloc, error_line, run_script
-from util.options import build_parser, dataset_options
+from util.script import EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
+from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, dataset_options,
+                          new_parser, positive_float, tile_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("Count people with a trained checkpoint: in your own images (--input) or on a dataset's "
+                        "test split (--dataset_file), printing MAE/MSE and localization metrics.")
+    add_input_norm_argument(parser, " (default: as stored in the checkpoint)")
+    group = add_runtime_arguments(parser)
+    group.add_argument("--amp", action="store_true",
+                       help="fast mode: bf16 autocast on CPUs that support it, bf16/fp16 on CUDA (several times "
+                            "faster; counts may differ slightly from the exact fp32 default)")
+    add_data_arguments(parser, "evaluate")
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--weight_path", required=True,
+                       help="checkpoint to evaluate: one written by train.py, a released Dehaze-P2PNet "
+                            "checkpoint, an original P2PNet one (with --input_norm imagenet), or an .onnx "
+                            "file from tools/export_onnx.py (run by onnxruntime)")
+    group.add_argument("--input", default=None,
+                       help="what to count people in: an image, a video file (mp4, avi, mkv, mov, ...), a "
+                            "folder of images and videos, a camera index (0) or a stream URL (rtsp://...)")
+    group.add_argument("--frame_stride", type=at_least(1), default=1,
+                       help="with video input: count every N-th frame (cameras and streams: the newest "
+                            "frame, at least N after the last one counted)")
+    group.add_argument("--save_frame_points", action="store_true",
+                       help="with video input and --output_dir: also write points/<frame>.csv for every "
+                            "counted frame")
+    group.add_argument("--output_dir", default=None,
+                       help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg "
+                            "(for a video: counts.csv per frame and vis.mp4; a video in a folder writes "
+                            "them to <its name>/); "
+                            "with --dataset_file: per-image results (per_image.csv) and counts.png "
+                            "(nothing is written when omitted)")
+    group.add_argument("--tile_size", type=tile_size, default=DEFAULT_TILE_SIZE,
+                       help="pictures larger than this many pixels per side (a multiple of 128) run as "
+                            "overlapping tiles, which bounds memory and gives the same points as the whole "
+                            "picture; 0 never tiles")
+    group.add_argument("--max_megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
+                       help="with --input: pictures whose file declares more pixels (millions) are skipped "
+                            "before decoding, as a tiny file can declare a picture that needs gigabytes")
+    group.add_argument("--save_restored", action="store_true",
+                       help="with --input and a checkpoint that carries the restoration module: also write "
+                            "restored/<stem>.jpg, the scene as the model sees it without the weather")
+    return parser
 
 
 def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: DistributedState = DistributedState()):
@@ -43,17 +87,9 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: Dis
 
 
 def main(argv=None) -> int:
-    parser = build_parser("test")
+    parser = build_parser()
     args = parser.parse_args(argv)
     configure_malloc()
-    if args.max_megapixels <= 0:
-        parser.error(f"--max_megapixels must be positive, got {args.max_megapixels}")
-    try:
-        check_tile_size(args.tile_size)
-    except ValueError as error:
-        parser.error(f"--{error}")
-    if args.frame_stride < 1:
-        parser.error(f"--frame_stride must be at least 1, got {args.frame_stride}")
     if (args.input is None) == (args.dataset_file is None):
         parser.error("give either --input (an image, a video, a folder, a camera or a stream) or --dataset_file "
                      "(a dataset's test split)")

@@ -3,6 +3,7 @@
     python train.py --dataset_file Hazy_SHTA --data_root /data/dehaze --output_dir runs/shta
     torchrun --nproc_per_node 8 train.py --dataset_file Hazy_SHTA --data_root /data/dehaze --output_dir runs/shta
 """
+import argparse
 import json
 import random
 import sys
@@ -13,18 +14,18 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from crowd_datasets import EpochSampler, build_dataset, count_clean_pairs, find_samples
+from crowd_datasets import EpochSampler, build_dataset, collate_crops, collate_images, count_clean_pairs, find_samples
 from engine import NonFiniteLossError, evaluate, train_one_epoch
 from inference import Counter
 from models import ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint, start_from_checkpoint
-from models.checkpoint import (CheckpointError, load_model_state, model_settings, read_training_checkpoint,
-                               signals_deferred)
+from models.checkpoint import CheckpointError, load_model_state, model_settings, read_training_checkpoint
 from models.precision import autocast_dtype
 from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
 from util.metrics import format_summary
-from util.misc import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, collate_crops, collate_images, error_line,
-                       run_script, stop_on_sigterm)
-from util.options import build_parser, criterion_options, dataset_options, network_flags
+from util.script import EXIT_INTERRUPTED, EXIT_TERMINATED, error_line, run_script
+from util.signals import Terminated, signals_deferred, stop_on_sigterm
+from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, crop_size,
+                          criterion_options, dataset_options, network_flags, new_parser)
 from util.training_run import check_resumable, clear_run_files, decide_restoration, is_own_folder, resolve_resume
 
 
@@ -96,18 +97,79 @@ def training_precision(amp: bool, device: torch.device, log) -> tuple:
     return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("Train the point counter, with the image restoration module on datasets that have clean "
+                        "pairs.")
+    group = add_input_norm_argument(parser, "")
+    group.add_argument("--row", type=at_least(1), default=None,
+                       help="anchor rows per stride-8 cell (default: 2, or as in --init_weights / --resume)")
+    group.add_argument("--line", type=at_least(1), default=None,
+                       help="anchor columns per stride-8 cell (default: 2, or as in --init_weights / --resume)")
+    group = add_runtime_arguments(parser)
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed-precision training: bf16 autocast on CUDA (fp16 with loss scaling on GPUs "
+                            "without bf16) and on CPUs with native bf16 (elsewhere fp32, with a notice); "
+                            "matching, losses and optimizer state stay fp32. Default: off for a new run, as "
+                            "stored in the checkpoint for a resumed one")
+    add_data_arguments(parser, "train on")
+    group = parser.add_argument_group("restoration module")
+    group.add_argument("--restoration", action=argparse.BooleanOptionalAction, default=None,
+                       help="train with the train-only image restoration module, which needs a clean HR/ pair for "
+                            "every training image. Default: on when every training image has one, else off (with a "
+                            "line saying so); a resumed run keeps the checkpoint's setting")
+    group.add_argument("--sr_loss_coef", type=float, default=10.0, help="weight of the restoration loss")
+    group.add_argument("--sr_loss", choices=["mse", "l1"], default="mse", help="restoration loss")
+
+    group = parser.add_argument_group("matching and losses")
+    group.add_argument("--set_cost_class", type=float, default=1.0, help="matching cost of the person score")
+    group.add_argument("--set_cost_point", type=float, default=0.05, help="matching cost per pixel of distance")
+    group.add_argument("--point_loss_coef", type=float, default=0.0002, help="weight of the point loss")
+    group.add_argument("--eos_coef", type=float, default=0.5, help="cross-entropy weight of the background class")
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--lr", type=float, default=1e-4, help="learning rate of the FPN, heads and restoration")
+    group.add_argument("--lr_backbone", type=float, default=1e-5, help="learning rate of the VGG16-BN backbone")
+    group.add_argument("--weight_decay", type=float, default=1e-4, help="Adam weight decay")
+    group.add_argument("--epochs", type=at_least(1), default=3500, help="number of epochs")
+    group.add_argument("--lr_drop", type=at_least(1), default=3500,
+                       help="divide learning rates by 10 after this many epochs")
+    group.add_argument("--clip_max_norm", type=float, default=0.1, help="gradient clipping norm (0: off)")
+    group.add_argument("--batch_size", type=at_least(1), default=8, help="images per step and process")
+    group.add_argument("--num_crops", type=at_least(1), default=4, help="random crops per image")
+    group.add_argument("--crop_size", type=crop_size, default=None,
+                       help="training crop in pixels (default: the dataset's, 96 for Hazy_JHU, else 128)")
+    group.add_argument("--backbone_weights", default="imagenet",
+                       help="VGG16-BN start: 'imagenet' (torchvision's weights from its local cache, downloaded "
+                            "when online), a path to vgg16_bn-6c64b313.pth, or 'none' to train from scratch")
+    group.add_argument("--seed", type=at_least(0), default=42, help="random seed (model, shuffling, augmentation)")
+
+    group = parser.add_argument_group("output")
+    group.add_argument("--output_dir", default=None,
+                       help="where latest.pth, best_mae.pth, log.txt and tensorboard logs go "
+                            "(default: runs/<dataset_file>)")
+    group.add_argument("--eval_freq", type=at_least(1), default=5, help="evaluate on the test split every N epochs")
+    group.add_argument("--resume", default=None,
+                       help="continue a run exactly from its training checkpoint (a latest.pth), or 'auto': from "
+                            "<output_dir>/latest.pth when it exists, else start afresh (for job schedulers that "
+                            "rerun the same command). The run keeps its data and network; other optimisation or "
+                            "loss settings on the command line are used and listed")
+    group.add_argument("--init_weights", default=None,
+                       help="start a new run from the network weights of a checkpoint (a released one, a "
+                            "best_mae.pth or a latest.pth; its optimizer state, epoch and best MAE are not used), "
+                            "e.g. to fine-tune on another dataset. Replaces --backbone_weights")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start a new run in an --output_dir that holds an earlier one, deleting its latest.pth, "
+                            "best_mae.pth, log.txt and tensorboard/ (without it, such a folder stops train.py)")
+    group.add_argument("--vis_images", type=int, default=2,
+                       help="restored test images logged to tensorboard at each evaluation")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = build_parser("train")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.dataset_file is None:
         parser.error("--dataset_file is required")
-    for name in ("epochs", "eval_freq", "batch_size", "num_crops", "lr_drop"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.crop_size is not None and (args.crop_size < 16 or args.crop_size % 16):
-        parser.error(f"--crop_size must be a positive multiple of 16 (the network's stride), got {args.crop_size}")
-    if args.seed < 0 or args.num_workers < 0:
-        parser.error(f"--seed and --num_workers must be at least 0, got {args.seed} and {args.num_workers}")
     if args.resume and args.init_weights:
         parser.error("--resume continues a run and --init_weights starts a new one from a checkpoint's network; "
                      "give one of them")

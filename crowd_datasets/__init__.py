@@ -1,7 +1,7 @@
 """Datasets: a registry of entries (data), where their files are (``layout``), one dataset class and
 ``build_dataset``, which takes explicit values (the scripts turn their arguments into them, see
 ``util.options``)."""
-from .dataset import CrowdDataset, EpochSampler
+from .dataset import CrowdDataset, EpochSampler, collate_crops, collate_images
 from .layout import count_clean_pairs, find_samples
 from .registry import DATASETS, get_entry
 from .transforms import TrainTransform
@@ -25,5 +25,5 @@ def build_dataset(name: str, split: str, *, data_root=".", list_path=None, cache
     return CrowdDataset(samples, transform=transform, use_clean=use_clean, seed=seed)
 
 
-__all__ = ["CrowdDataset", "DATASETS", "EpochSampler", "build_dataset", "count_clean_pairs", "find_samples",
-           "get_entry"]
+__all__ = ["CrowdDataset", "DATASETS", "EpochSampler", "build_dataset", "collate_crops", "collate_images",
+           "count_clean_pairs", "find_samples", "get_entry"]

@@ -124,3 +124,15 @@ class CrowdDataset(Dataset):
                 crop_target["clean"] = crop_clean[k]
             targets.append(crop_target)
         return crops, targets
+
+
+def collate_crops(batch):
+    """Training batch: items ``(crops [K, 3, c, c], K targets)`` -> ``(images [sum K, 3, c, c], targets)``."""
+    images = torch.cat([crops for crops, _ in batch])
+    targets = [target for _, crop_targets in batch for target in crop_targets]
+    return images, targets
+
+
+def collate_images(batch):
+    """Evaluation batch: whole images of different sizes stay a list -> ``([image [3, H, W]], [target])``."""
+    return [image for image, _ in batch], [target for _, target in batch]

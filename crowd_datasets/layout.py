@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .demo import ensure_demo
 from .image_io import IMAGE_SUFFIXES, is_image_file
 from .registry import SPLITS, DatasetEntry, get_entry
 
@@ -109,8 +110,6 @@ def find_samples(name: str, split: str, data_root, list_path=None, cache_dir=Non
     if entry.parts:
         return [sample for part in entry.parts for sample in find_samples(part, split, data_root, list_path, cache_dir)]
     if entry.demo:
-        from .demo import ensure_demo
-
         root = ensure_demo(cache_dir, name)
         return samples_from_folder(root / f"{split}_data" / "images")
     data_root = Path(data_root)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from crowd_datasets.image_io import is_image_file, printable
 from util.distributed import DistributedState, all_gather_objects
-from util.misc import EXIT_SKIPPED
+from util.script import EXIT_SKIPPED
 
 from .counter import Counter
 from .inputs import PictureFiles, as_read, list_inputs, output_stems

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from util.misc import EXIT_SKIPPED
+from util.script import EXIT_SKIPPED
 
 from .counter import Counter
 from .inputs import source_name

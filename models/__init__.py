@@ -1,6 +1,7 @@
 """Networks, losses and checkpoints: what training needs (counting with a trained network is in
 ``inference``). The ``build_*`` functions take explicit values; only the scripts read
 arguments (``util.options`` turns them into those values)."""
+from .backbone import imagenet_weights_path
 from .checkpoint import build_from_checkpoint, load_model_state, read_checkpoint, save_checkpoint, start_from_checkpoint
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -10,8 +11,6 @@ from .network import ModelSettings, PointCounter
 def build_model(settings: ModelSettings, backbone_weights: str, log=print) -> PointCounter:
     """A new network with ``settings``, its VGG16-BN backbone started from ``backbone_weights``:
     ``"imagenet"`` (torchvision's weights), a path to them, or ``"none"`` (random initialisation)."""
-    from .backbone import imagenet_weights_path
-
     model = PointCounter(settings)
     path = imagenet_weights_path(backbone_weights)
     if path is not None:

@@ -1,18 +1,17 @@
 """The one checkpoint save/load pair: safe loading, strict key checks, atomic writes."""
 import argparse
-import contextlib
 import os
 import pickle
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import torch
 
-from .network import ModelSettings
+from util.signals import signals_deferred
+
+from .network import ModelSettings, PointCounter
 
 # Upstream keys whose tensors never reach an output or a loss (see DESIGN §3), and the upstream
 # restoration module, whose code was never published.
@@ -81,8 +80,7 @@ def model_settings(content: dict, input_norm: str = None) -> ModelSettings:
     if "settings" in content:
         settings = ModelSettings.from_dict(dict(content["settings"]))
     else:
-        state = content["model"]
-        weight = state.get("classification.output.weight", state.get("module.classification.output.weight"))
+        weight = without_module_prefix(content["model"]).get("classification.output.weight")
         settings = ModelSettings()
         if weight is not None and weight.shape[0] != 2 * settings.row * settings.line:
             side = int(round((weight.shape[0] // 2) ** 0.5))
@@ -96,6 +94,14 @@ def model_settings(content: dict, input_norm: str = None) -> ModelSettings:
     return settings
 
 
+def without_module_prefix(state: dict) -> dict:
+    """``state`` with the ``module.`` prefix of a model saved inside DistributedDataParallel removed, when
+    every key has it (as upstream's DDP-saved checkpoints do)."""
+    if state and all(key.startswith("module.") for key in state):
+        return {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
 def load_model_state(model: torch.nn.Module, state: dict, source="checkpoint", log=print) -> None:
     """Load ``state`` into ``model`` strictly.
 
@@ -103,8 +109,7 @@ def load_model_state(model: torch.nn.Module, state: dict, source="checkpoint", l
     inside DistributedDataParallel) is removed; half-precision tensors are cast to the model's dtype.
     Any other missing, unexpected or mis-shaped key raises ``CheckpointError`` naming the keys.
     """
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+    state = without_module_prefix(state)
     dropped = sorted(key for key in state if key.startswith(DEAD_KEY_PREFIXES))
     if dropped:
         groups = sorted({"restormer" if key.startswith("restormer.") else key.rsplit(".", 1)[0] for key in dropped})
@@ -127,32 +132,6 @@ def load_model_state(model: torch.nn.Module, state: dict, source="checkpoint", l
     converted = {key: value.to(expected[key].dtype) if value.is_floating_point() else value
                  for key, value in state.items()}
     model.load_state_dict(converted, strict=True)
-
-
-@contextlib.contextmanager
-def signals_deferred():
-    """Hold SIGINT and SIGTERM until the block ends, then act on the first one received as its handler
-    would have. ``torch.save`` turns an exception raised inside it (Ctrl-C's ``KeyboardInterrupt``) into
-    a ``RuntimeError`` about the zip writer, so a stop during a checkpoint write must wait for its end.
-    Only the main thread can change handlers; elsewhere nothing is held."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    for number in previous:
-        signal.signal(number, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-        if received:
-            handler = previous[received[0]]
-            if callable(handler):
-                handler(received[0], None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), received[0])
 
 
 def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **extra) -> None:
@@ -195,8 +174,6 @@ def build_from_checkpoint(path, input_norm: str = None, log=None):
 
     Returns ``(model, settings, content)``; the model is on CPU in eval mode.
     """
-    from .network import PointCounter
-
     log = log or (lambda message: print(message, file=sys.stderr))
     content = read_checkpoint(path)
     settings = model_settings(content, input_norm)
@@ -215,8 +192,6 @@ def start_from_checkpoint(path, restoration: bool, network_flags: dict, log=prin
     ``restoration`` the module is loaded from the checkpoint when it carries one and starts afresh
     when not; without, a carried module is left out. Returns the model on CPU in training mode.
     """
-    from .network import PointCounter
-
     content = read_checkpoint(path)
     stored = model_settings(content, network_flags.get("input_norm"))
     for name in ("row", "line"):
@@ -226,9 +201,7 @@ def start_from_checkpoint(path, restoration: bool, network_flags: dict, log=prin
                              "anchors per cell); drop the flag")
     model = PointCounter(ModelSettings(row=stored.row, line=stored.line, input_norm=stored.input_norm,
                                        restoration=restoration))
-    state = content["model"]
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+    state = without_module_prefix(content["model"])
     carried = {key: value for key, value in state.items() if key.startswith("restoration.")}
     state = {key: value for key, value in state.items() if key not in carried}
     if restoration and carried:

@@ -7,6 +7,7 @@ from torch import nn
 
 from .anchors import anchor_points
 from .backbone import STAGE_CHANNELS, VGG16BNBackbone
+from .restoration import RestorationModule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +113,6 @@ class PointCounter(nn.Module):
         self.classification = PointHead(256, anchors_per_cell)
         self.restoration = None
         if self.settings.restoration:
-            from .restoration import RestorationModule
             self.restoration = RestorationModule(stage_channels=STAGE_CHANNELS[:3])
         mean, std = normalisation(self.settings.input_norm)
         self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)

@@ -14,12 +14,12 @@ from engine import evaluate, train_one_epoch  # noqa: E402
 from inference import Counter  # noqa: E402
 from models import ModelSettings, build_criterion, build_model  # noqa: E402
 from util.distributed import broadcast_buffers, cleanup, init_distributed  # noqa: E402
-from util.options import build_parser, criterion_options, dataset_options  # noqa: E402
+from util.options import criterion_options, dataset_options  # noqa: E402
 
 
 def main():
     out = Path(sys.argv[1])
-    args = build_parser("train").parse_args(sys.argv[2:])
+    args = train.build_parser().parse_args(sys.argv[2:])
     state = init_distributed(torch.device("cpu"))
     dataset_train = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     dataset_test = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import run_test
-from util.misc import EXIT_SKIPPED
+from util.script import EXIT_SKIPPED
 from helpers import ROOT, counting_checkpoint, tiny_dataset
 
 

@@ -254,20 +254,21 @@ def test_the_commands_of_tools_demo_sh_parse_with_the_scripts_own_options():
     import shlex
     from pathlib import Path
 
-    from util.options import build_parser
+    import run_test
+    import train
 
     script = (Path(__file__).resolve().parents[1] / "tools" / "demo.sh").read_text().replace("\\\n", " ")
     commands = [shlex.split(line.replace('"$dataset"', "Demo_Rainy"), comments=True)
                 for line in script.splitlines() if line.lstrip().startswith(".venv/bin/python ")]
     scripts = [command[1] for command in commands]
     assert scripts == ["train.py", "run_test.py", "run_test.py", "tools/demo_pictures.py"], scripts
-    train_args = build_parser("train").parse_args(commands[0][2:])
+    train_args = train.build_parser().parse_args(commands[0][2:])
     assert train_args.dataset_file == "Demo_Weather" and train_args.amp is True and train_args.resume == "auto"
     assert train_args.lr_drop < train_args.epochs, "the learning rate must drop before the end"
     for command in commands[1:3]:
-        test_args = build_parser("test").parse_args(command[2:])
+        test_args = run_test.build_parser().parse_args(command[2:])
         assert test_args.weight_path == "runs/demo_weather/best_mae.pth"
-    assert build_parser("test").parse_args(commands[2][2:]).input == "assets/demo"
+    assert run_test.build_parser().parse_args(commands[2][2:]).input == "assets/demo"
     assert commands[3][2] == "compare" and demo_pictures.TRUE_COUNTS.is_file()
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run_test
-from util.misc import EXIT_SKIPPED
+from util.script import EXIT_SKIPPED
 from inference import Counter
 from models.checkpoint import build_from_checkpoint
 from inference.onnx_network import SETTINGS_KEY, OnnxNetwork, export_onnx

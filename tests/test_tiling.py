@@ -6,13 +6,12 @@ from torch.utils.data import DataLoader
 
 import inference.torch_network as torch_network
 import run_test
-from util.options import build_parser
 from crowd_datasets import CrowdDataset, find_samples
 from engine import evaluate
 from inference import Counter
 from models import PointCounter
 from inference.tiling import TILE_MARGIN, plan_tiles
-from util.misc import collate_images
+from crowd_datasets import collate_images
 from util.parity import compare_outputs, within_parity
 from helpers import padded_outputs, random_checkpoint, tiny_dataset, trained_looking_model
 
@@ -92,5 +91,5 @@ def test_a_tile_size_off_the_grid_is_refused(tmp_path, capsys):
         Counter(PointCounter(), tile_size=300)
     with pytest.raises(SystemExit) as stop:
         run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(tmp_path), "--tile_size", "300"])
-    assert stop.value.code == 2 and "--tile_size must be 0 (never tile)" in capsys.readouterr().err
-    assert build_parser("test").parse_args(["--weight_path", "w"]).tile_size == 2048
+    assert stop.value.code == 2 and "argument --tile_size: must be 0 (never tile)" in capsys.readouterr().err
+    assert run_test.build_parser().parse_args(["--weight_path", "w"]).tile_size == 2048

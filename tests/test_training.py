@@ -10,13 +10,13 @@ from torch.utils.data import DataLoader
 
 import engine
 import run_test
-from util.misc import EXIT_SKIPPED
+from util.script import EXIT_SKIPPED
 import train
 from crowd_datasets import build_dataset
 from inference import Counter
 from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
-from util.misc import collate_crops, collate_images
-from util.options import build_parser, criterion_options, dataset_options
+from crowd_datasets import collate_crops, collate_images
+from util.options import criterion_options, dataset_options
 from helpers import ROOT, tiny_dataset
 
 # Small and quick, with the default --num_workers (2).
@@ -29,7 +29,7 @@ def quiet(*args, **kwargs):
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_total_loss(tmp_path):
-    args = build_parser("train").parse_args(tiny_dataset(tmp_path) + FAST)
+    args = train.build_parser().parse_args(tiny_dataset(tmp_path) + FAST)
     dataset = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     images, targets = collate_crops([dataset[0], dataset[1]])
     assert all("clean" in target for target in targets)
@@ -165,7 +165,7 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
     assert evaluations[0] == evaluations[1] and evaluations[0]["images"] == 3
     model = PointCounter(ModelSettings(restoration=True))
     model.load_state_dict(rank0)
-    args = build_parser("train").parse_args(data + FAST)
+    args = train.build_parser().parse_args(data + FAST)
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     # The ranks ran with one thread each and the comparison is exact: one thread here too, so that the same
     # kernels with the same partition of the work compute both sides.
@@ -180,15 +180,19 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
     assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
 
 
-@pytest.mark.parametrize("flag,value", [("--eval_freq", "0"), ("--crop_size", "100"), ("--batch_size", "0")])
-def test_bad_training_flags_are_named(flag, value, capsys):
-    with pytest.raises(SystemExit):
+@pytest.mark.parametrize("flag,value,message", [
+    ("--eval_freq", "0", "must be at least 1, got 0"), ("--batch_size", "0", "must be at least 1, got 0"),
+    ("--crop_size", "100", "must be a positive multiple of 16 (the network's stride), got 100"),
+    ("--num_workers", "-1", "must be at least 0, got -1"), ("--epochs", "two", "invalid int value: 'two'")])
+def test_bad_training_flags_are_one_usage_line_naming_the_flag(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as stop:
         train.main(["--dataset_file", "Demo_Hazy", flag, value])
-    assert f"{flag} must be" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and error.endswith(f"error: argument {flag}: {message}"), error
 
 
 def test_p2pnet_training_defaults_hold_and_gradients_are_clipped_to_them(tmp_path, monkeypatch):
-    args = build_parser("train").parse_args(["--dataset_file", "Hazy_SHTA"])
+    args = train.build_parser().parse_args(["--dataset_file", "Hazy_SHTA"])
     p2pnet = dict(lr=1e-4, lr_backbone=1e-5, weight_decay=1e-4, clip_max_norm=0.1, batch_size=8, num_crops=4,
                   epochs=3500, eval_freq=5, set_cost_class=1.0, set_cost_point=0.05, eos_coef=0.5,
                   point_loss_coef=0.0002, num_workers=2, threshold=0.5, amp=None)

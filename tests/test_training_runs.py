@@ -15,8 +15,8 @@ from crowd_datasets import build_dataset
 from models import ModelSettings, PointCounter, build_criterion
 from models.precision import autocast_dtype
 from util.distributed import DistributedState
-from util.misc import collate_crops
-from util.options import build_parser, criterion_options, dataset_options
+from crowd_datasets import collate_crops
+from util.options import criterion_options, dataset_options
 from util.training_run import decide_restoration
 from helpers import ROOT, random_checkpoint, tiny_dataset
 
@@ -39,7 +39,7 @@ def crops_per_epoch(args, dataset, epochs=(0, 1)) -> dict:
 
 
 def test_loader_workers_draw_new_crops_every_epoch_the_same_as_the_main_process(tmp_path):
-    args = build_parser("train").parse_args(tiny_dataset(tmp_path, num_train=4, size=(96, 80)) + SMALL)
+    args = train.build_parser().parse_args(tiny_dataset(tmp_path, num_train=4, size=(96, 80)) + SMALL)
     assert args.num_workers == 2, "the default this test is about"
     dataset = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     with_workers = crops_per_epoch(args, dataset)
@@ -163,7 +163,7 @@ def test_the_decision_reaches_dataset_and_model_and_resume_keeps_it(tmp_path, ca
 
 @pytest.mark.cpu_kernels
 def test_amp_trains_in_reduced_precision_with_fp32_losses_and_is_kept_on_resume(tmp_path, capsys):
-    args = build_parser("train").parse_args(tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL)
+    args = train.build_parser().parse_args(tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL)
     assert args.amp is None, "off for a new run unless asked for"
     dataset = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     images, targets = collate_crops([dataset[0], dataset[1]])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import run_test
-from util.misc import EXIT_INTERRUPTED, EXIT_SKIPPED
+from util.script import EXIT_INTERRUPTED, EXIT_SKIPPED
 import inference.video
 from inference.inputs import source_name
 from inference import Counter
@@ -248,7 +248,7 @@ def test_video_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
     assert "skipped camera 9: cannot be opened as a video" in capsys.readouterr().err
     assert run_test.main(args + [str(tmp_path / "missing.mp4")]) == 1
     assert "missing.mp4: no such file" in capsys.readouterr().err
-    for flags, message in ((["--frame_stride", "0"], "--frame_stride must be at least 1, got 0"),
+    for flags, message in ((["--frame_stride", "0"], "argument --frame_stride: must be at least 1, got 0"),
                            (["--save_restored", "--output_dir", str(tmp_path)], "--save_restored writes restored")):
         with pytest.raises(SystemExit) as stop:
             run_test.main(args + [str(tmp_path / "clip.mp4")] + flags)

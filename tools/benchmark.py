@@ -36,7 +36,7 @@ from benchmark_training import bench_irm, bench_loader, bench_training  # noqa: 
 from models.precision import autocast_dtype  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
 from measure import machine_header  # noqa: E402
-from util.misc import configure_malloc  # noqa: E402
+from util.script import configure_malloc  # noqa: E402
 from util.parity import fixtures_dir  # noqa: E402
 
 SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
@@ -67,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--malloc", default="default", choices=["default", "run_test"],
                         help="glibc malloc settings of this process: default (glibc's own, whose map threshold "
                              "follows the sizes freed, as upstream's scripts run) or run_test (the fixed thresholds "
-                             "run_test.py sets, util.misc.configure_malloc), which spare the upstream-equivalent "
+                             "run_test.py sets, util.script.configure_malloc), which spare the upstream-equivalent "
                              "network most of its page faults")
     parser.add_argument("--dataset", default="Demo_Hazy", help="training dataset for loader and training")
     parser.add_argument("--data_root", default=".", help="--data_root of that dataset")

@@ -11,7 +11,7 @@ from engine import compute_losses
 from measure import count_flops, print_table, timed, verdict
 from models import HungarianMatcher, ModelSettings, PointCounter, SetCriterion
 from models.precision import autocast_dtype
-from util.misc import collate_crops
+from crowd_datasets import collate_crops
 
 # DESIGN.md §3 and §5.
 IRM_MAX_PARAMETERS = 2_000_000

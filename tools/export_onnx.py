@@ -23,7 +23,7 @@ from inference import Counter  # noqa: E402
 from models.checkpoint import CheckpointError, build_from_checkpoint  # noqa: E402
 from models.network import INPUT_NORMS  # noqa: E402
 from inference.onnx_network import ONNX_SUFFIX, OPSET, OnnxNetwork, export_onnx  # noqa: E402
-from util.misc import error_line, run_script  # noqa: E402
+from util.script import error_line, run_script  # noqa: E402
 from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs  # noqa: E402
 
 CHECK_SIZES = ((256, 384), (384, 640))

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.annotations import points_outside, read_points  # noqa: E402
 from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_rgb  # noqa: E402
-from util.misc import error_line, run_script  # noqa: E402
+from util.script import error_line, run_script  # noqa: E402
 
 FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv")
 EXIT_PROBLEMS = 3

@@ -34,7 +34,7 @@ from crowd_datasets.annotations import read_points  # noqa: E402
 from crowd_datasets.image_io import ImageReadError, read_rgb, write_rgb  # noqa: E402
 from crowd_datasets.layout import samples_from_list  # noqa: E402
 from crowd_datasets.weather import SEVERITIES, WEATHER_KINDS, apply_weather, draw_weather  # noqa: E402
-from util.misc import error_line, run_script  # noqa: E402
+from util.script import error_line, run_script  # noqa: E402
 
 
 def image_rng(seed: int, split: str, name: str) -> np.random.Generator:

@@ -4,7 +4,7 @@ rules, the resume rules and the one restoration decision. ``train.py`` wires the
 import shutil
 from pathlib import Path
 
-from util.misc import check_output_dir
+from util.script import check_output_dir
 
 # The files a run writes into --output_dir; a folder holding any of them holds a run.
 RUN_FILES = ("latest.pth", "best_mae.pth", "log.txt", "tensorboard")
@@ -30,7 +30,7 @@ def resolve_resume(resume, output_dir: Path, overwrite: bool):
     run; a folder whose run never finished an epoch, without checkpoints, may then be reused).
     A new run into a folder holding a run needs ``overwrite``, and so does continuing a run from a
     checkpoint outside ``output_dir`` into such a folder. Raises ``RunFolderError``, or ``ValueError``
-    for a folder that cannot be written (see ``util.misc.check_output_dir``).
+    for a folder that cannot be written (see ``util.script.check_output_dir``).
     """
     check_output_dir(output_dir, ("tensorboard",))
     present = [name for name in RUN_FILES if (output_dir / name).exists()]

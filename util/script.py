@@ -1,23 +1,10 @@
-"""Batching helpers shared by training and evaluation, and what the scripts share around their ``main``."""
+"""What the scripts share around their ``main``: exit codes, one-line errors, glibc's malloc settings,
+output folders, and ending quietly when the reader of their output goes away."""
 import ctypes
 import os
-import signal
 import sys
 from pathlib import Path
 
-import torch
-
-
-def collate_crops(batch):
-    """Training batch: items ``(crops [K, 3, c, c], K targets)`` -> ``(images [sum K, 3, c, c], targets)``."""
-    images = torch.cat([crops for crops, _ in batch])
-    targets = [target for _, crop_targets in batch for target in crop_targets]
-    return images, targets
-
-
-def collate_images(batch):
-    """Evaluation batch: whole images of different sizes stay a list -> ``([image [3, H, W]], [target])``."""
-    return [image for image, _ in batch], [target for _, target in batch]
 
 
 def error_line(error: BaseException) -> str:
@@ -34,19 +21,6 @@ def error_line(error: BaseException) -> str:
 EXIT_SKIPPED = 3  # run_test.py: some input was not a readable image or video; the rest was counted
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job scheduler's stop, ``kill``), raised where the program is, as Ctrl-C is."""
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into ``Terminated``, so that a script stops as on Ctrl-C: files being written are
-    finished or removed, and it can say where it stopped."""
-    def handler(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 # glibc's malloc settings for counting (see configure_malloc), in bytes.
