@@ -6,7 +6,7 @@ import torch
 from tqdm import tqdm
 
 from util.distributed import all_gather_objects, mean_across_ranks
-from util.metrics import CountingMetrics
+from crowd_datasets.metrics import CountingMetrics
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -17,10 +17,11 @@ from inference.inputs import video_source
 from inference.outputs import say
 from inference.pictures import count_images
 from inference.video import count_video
+from inference.visualize import plot_counts
 from models.checkpoint import CheckpointError
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
-from util.metrics import format_summary, plot_counts, write_records_csv
-from util.script import EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
+from crowd_datasets.metrics import format_summary, write_records_csv
+from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
 from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, dataset_options,
                           new_parser, positive_float, tile_size)
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         raise  # output piped into a program that stopped reading: run_script ends quietly
     except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:
         say(f"error: {error_line(error)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         say("stopped by Ctrl-C; what was counted so far is written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -21,8 +21,8 @@ from models import ModelSettings, PointCounter, build_criterion, build_model, sa
 from models.checkpoint import CheckpointError, load_model_state, model_settings, read_training_checkpoint
 from models.precision import autocast_dtype
 from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
-from util.metrics import format_summary
-from util.script import EXIT_INTERRUPTED, EXIT_TERMINATED, error_line, run_script
+from crowd_datasets.metrics import format_summary
+from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, error_line, run_script
 from util.signals import Terminated, signals_deferred, stop_on_sigterm
 from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, crop_size,
                           criterion_options, dataset_options, network_flags, new_parser)
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         state = init_distributed(resolve_device(args.device))
     except (ValueError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     say = print if state.is_main else (lambda *a, **k: None)
     stop_on_sigterm()
     progress = {}  # "epoch": the epoch running, "saved": the epoch latest.pth holds; for the message on a stop
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
         print(f"error: {error_line(error)}", file=sys.stderr)
         if isinstance(error, NonFiniteLossError):
             print(f"training stopped; the last good checkpoint is {output_dir / 'latest.pth'}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt as stop:
         where = f"in epoch {progress['epoch']}" if "epoch" in progress else "before the first epoch"
         kept = (f"{output_dir / 'latest.pth'} holds epoch {progress['saved']}" if "saved" in progress

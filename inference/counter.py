@@ -121,6 +121,9 @@ class Counter:
         and ``pred_points [A, 2]`` (``(x, y)`` pixels of the image; anchors in the whole image's
         order, ``A = H' / 8 * W' / 8 * row * line`` for the padded size ``H' x W'``) and with ``restore``
         ``pred_restored [3, H, W]`` in [0, 1]; float32 on the network's device."""
+        if restore and not self.has_restoration:
+            raise ValueError("this network has no restoration module, so it cannot restore images: that needs a .pth "
+                             "checkpoint trained with it (an .onnx export never carries it)")
         image = self.read(image)
         height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
         padded_height, padded_width = padded_size(height, width)
@@ -163,8 +166,6 @@ class Counter:
         """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``; with
         ``restore`` also ``"restored"``: the restoration module's view of the scene as ``H x W x 3``
         uint8 RGB (needs a checkpoint that carries the module)."""
-        if restore and not self.has_restoration:
-            raise ValueError("this checkpoint has no restoration module; it cannot write restored images")
         outputs = self.outputs(image, restore=restore)
         points, scores = self.select(outputs)
         result = {"points": points.numpy(), "scores": scores.numpy(), "count": int(points.shape[0])}

@@ -152,9 +152,6 @@ class OnnxNetwork(NetworkBackend):
         return self.fill
 
     def __call__(self, images: torch.Tensor, restore: bool = False) -> dict:
-        if restore:
-            raise ValueError(f"{self.path.name} has no restoration module (it is not exported); "
-                             "restored images need the .pth checkpoint")
         pixels = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         logits, points = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels})
         return {"pred_logits": torch.from_numpy(logits), "pred_points": torch.from_numpy(points)}

@@ -57,7 +57,6 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     ``nn.Identity``. ``model`` itself is not changed. The copy must not be trained.
     """
     fused = copy.deepcopy(model).eval()
-    pairs = 0
     for module in fused.modules():
         if not isinstance(module, nn.Sequential):
             continue
@@ -66,8 +65,6 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
                 module[index] = fuse_conv_bn_eval(conv, norm)
                 module[index + 1] = nn.Identity()
-                pairs += 1
-    fused.fused_batchnorm_pairs = pairs
     return fused
 
 
@@ -258,8 +255,6 @@ class TorchNetwork(nn.Module, NetworkBackend):
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor, restore: bool = False) -> dict:
-        if restore and not self.has_restoration:
-            raise ValueError("this checkpoint has no restoration module; it cannot restore images")
         images = images.contiguous(memory_format=torch.channels_last)
         with self.precision(images.device):
             stage1, stage2, stage3 = self.early_stages(images, restore)

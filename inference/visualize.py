@@ -1,4 +1,7 @@
-"""The one place that draws pictures of predictions: points and labels on pictures and frames."""
+"""The one place that draws pictures of predictions: points and labels on pictures and frames, and the
+chart of predicted against true counts of an evaluation."""
+import os
+
 import cv2
 import numpy as np
 
@@ -27,3 +30,45 @@ def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
     cv2.putText(canvas, text, (margin, margin + height), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                 thickness, lineType=cv2.LINE_AA)
     return canvas
+
+
+def plot_counts(records, path, title_prefix=""):
+    """Save a PNG scatter of predicted against true counts, with the line y = x and MAE in the title.
+
+    Renders through matplotlib's Agg canvas directly, so no display is needed and the global
+    pyplot backend is left untouched.
+
+    Args:
+        records: non-empty list of record dicts with ``gt`` and ``pred`` counts.
+        path: output PNG path; its parent folder is created if missing.
+        title_prefix: text put before ``MAE …`` in the title (e.g. the dataset name).
+    """
+    # matplotlib takes a second to import: only the scripts that draw a chart pay for it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = list(records)
+    if not records:
+        raise ValueError("plot_counts: no records to plot")
+    true_counts = np.array([record["gt"] for record in records], dtype=np.float64)
+    pred_counts = np.array([record["pred"] for record in records], dtype=np.float64)
+    mae = float(np.abs(pred_counts - true_counts).mean())
+    upper = max(true_counts.max(), pred_counts.max(), 1.0) * 1.05
+
+    figure = Figure(figsize=(5, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot([0, upper], [0, upper], color="gray", linestyle="--", linewidth=1, label="y = x")
+    axes.scatter(true_counts, pred_counts, s=12, alpha=0.7, label="images")
+    axes.set_xlim(0, upper)
+    axes.set_ylim(0, upper)
+    axes.set_xlabel("true count")
+    axes.set_ylabel("predicted count")
+    title = f"MAE {mae:.2f} ({len(records)} images)"
+    axes.set_title(f"{title_prefix.rstrip()} {title}" if title_prefix.strip() else title)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, format="png")

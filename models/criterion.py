@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.matcher import HungarianMatcher, check_prediction_shapes, target_points
+from util.distributed import is_initialized
 
 RESTORATION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -19,7 +20,7 @@ def distributed_mean_count(count: int, device: torch.device) -> float:
     divide by the same number, so that summing gradients across processes gives the loss of the
     whole global batch.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_initialized():
         return max(float(count), 1.0)
     total = torch.tensor(float(count), dtype=torch.float32, device=device)
     dist.all_reduce(total)

@@ -1,6 +1,6 @@
 """The test session: the project on ``sys.path`` and two markers (registered in pyproject.toml).
 
-- ``reference_fixtures``: the test reads the reference fixtures (``util.parity.fixtures_dir()``). Where
+- ``reference_fixtures``: the test reads the reference fixtures (``inference.parity.fixtures_dir()``). Where
   they are absent (a clone from the code host) it skips with one reason line; where they must be present
   (``CI`` or ``REQUIRE_FIXTURES`` set to 1/true, as ``.ci/run`` does) their absence fails it, so that
   parity can never silently stop being checked. Their sha256 sums (``reference_fixtures.sha256``) are
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from util.parity import FIXTURES_HINT, fixtures_dir  # noqa: E402
+from inference.parity import FIXTURES_HINT, fixtures_dir  # noqa: E402
 
 MANIFEST = Path(__file__).with_name("reference_fixtures.sha256")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from util.parity import fixtures_dir
+from inference.parity import fixtures_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = fixtures_dir()

@@ -63,3 +63,9 @@ def test_counter_runs_any_backend_and_refuses_what_is_none():
         Counter(FixedScores(lambda points: points[:, 0] < 100), amp=True)
     with pytest.raises(TypeError, match="expected a PointCounter or a NetworkBackend, got str"):
         Counter("weights.pth")
+
+
+def test_restoring_with_a_network_without_the_module_is_one_clear_error():
+    counter = Counter(FixedScores(lambda points: points[:, 0] >= 0))
+    with pytest.raises(ValueError, match="no restoration module, so it cannot restore images: that needs a .pth"):
+        counter.predict(torch.rand(3, 64, 64), restore=True)

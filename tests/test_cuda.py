@@ -12,7 +12,7 @@ import torch
 import train
 from inference import Counter
 from models import ModelSettings, PointCounter
-from util.parity import compare_outputs, within_parity
+from inference.parity import compare_outputs, within_parity
 from helpers import REFERENCE, REFERENCE_CHECKPOINT, REAL_SAMPLES, ROOT
 
 # Where a GPU must be tested (REQUIRE_CUDA=1 on a GPU machine), a CUDA that fails to load is a failure,

@@ -14,7 +14,7 @@ from crowd_datasets import CrowdDataset, build_dataset, find_samples
 from crowd_datasets.image_io import ImageReadError
 from engine import evaluate
 from inference import Counter
-from util.parity import DECISIVE_BAND
+from inference.parity import DECISIVE_BAND
 from crowd_datasets import collate_crops, collate_images
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, trained_looking_model
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from util.metrics import CountingMetrics, format_summary, grid_error, match_within, plot_counts
+from crowd_datasets.metrics import CountingMetrics, format_summary, grid_error, match_within, write_records_csv
+from inference.visualize import plot_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,7 +241,7 @@ def test_write_csv_sorted_with_header(tmp_path):
     metrics.update("IMG_10", scatter(1), scatter(1), 100, 200)
     metrics.update("IMG_1", scatter(0), scatter(2), 100, 200)
     path = tmp_path / "out" / "counts.csv"
-    metrics.write_csv(path)
+    write_records_csv(metrics.records, path)
     assert path.read_text().splitlines() == [
         "image,gt,pred,abs_err",
         "IMG_1,2,0,2",
@@ -262,7 +263,7 @@ def test_plot_counts_writes_png(tmp_path):
         plot_counts([], tmp_path / "empty.png")
 
 
-def test_import_does_not_load_matplotlib():
-    code = "import sys, util.metrics; sys.exit('matplotlib' in sys.modules)"
+def test_importing_metrics_and_drawing_does_not_load_matplotlib():
+    code = "import sys, crowd_datasets.metrics, inference.visualize; sys.exit('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT)
     assert result.returncode == 0

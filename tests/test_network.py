@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from inference import Counter
 from models import ModelSettings, PointCounter
 from models.anchors import anchor_points
-from util.parity import compare_outputs, within_parity
+from inference.parity import compare_outputs, within_parity
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, padded_outputs
 
 

@@ -15,7 +15,7 @@ from inference import Counter
 from models.checkpoint import build_from_checkpoint
 from inference.onnx_network import SETTINGS_KEY, OnnxNetwork, export_onnx
 from tools import export_onnx as export_tool
-from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs, within_parity
+from inference.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs, within_parity
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, ROOT, random_checkpoint
 
 

@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 
 from crowd_datasets import build_dataset
+from util.script import EXIT_SKIPPED
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -124,7 +125,7 @@ def test_annotation_problems_are_reported_per_file_and_nothing_is_dropped_silent
     (src / "test" / "gt" / "c.txt").write_text("5 5\nnan 4\n")
     code = prepare_dataset.main(["--format", "jhu", "--src", str(src), "--dst", str(tmp_path / "out")])
     err = capsys.readouterr()
-    assert code == prepare_dataset.EXIT_PROBLEMS
+    assert code == EXIT_SKIPPED
     assert "a.txt: 1 of 2 points lie off the 90 x 60 image; kept" in err.err
     assert "b.txt: 2 of 2 points lie off the 90 x 60 image as (x, y) but all lie on it as (y, x)" in err.err
     assert "c.txt: dropped 1 point(s) that are NaN or infinite" in err.err

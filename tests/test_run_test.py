@@ -10,7 +10,7 @@ import run_test
 from inference import Counter
 from util.script import EXIT_SKIPPED
 from crowd_datasets.image_io import read_rgb
-from util.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
+from inference.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
 
 

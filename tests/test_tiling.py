@@ -12,7 +12,7 @@ from inference import Counter
 from models import PointCounter
 from inference.tiling import TILE_MARGIN, plan_tiles
 from crowd_datasets import collate_images
-from util.parity import compare_outputs, within_parity
+from inference.parity import compare_outputs, within_parity
 from helpers import padded_outputs, random_checkpoint, tiny_dataset, trained_looking_model
 
 

@@ -37,7 +37,7 @@ from models.precision import autocast_dtype  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
 from measure import machine_header  # noqa: E402
 from util.script import configure_malloc  # noqa: E402
-from util.parity import fixtures_dir  # noqa: E402
+from inference.parity import fixtures_dir  # noqa: E402
 
 SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
             "loader": bench_loader, "training": bench_training}

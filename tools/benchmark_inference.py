@@ -18,7 +18,7 @@ from models import PointCounter, build_from_checkpoint
 from models.backbone import STAGE_CHANNELS
 from models.network import EVAL_PAD_MULTIPLE
 from models.precision import autocast_dtype, ieee_fp32_convolutions
-from util.parity import compare_outputs, within_parity
+from inference.parity import compare_outputs, within_parity
 
 # DESIGN.md §5, per machine: exact mode at least 1.5x upstream's eager fp32 network on the same image and
 # 10 % faster than a direct convolution at this machine's fp32 conv peak could be; fast mode at least

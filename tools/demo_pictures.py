@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.demo import make_degraded_scene  # noqa: E402
+from util.script import EXIT_FAILED  # noqa: E402
 
 # file name -> (weather, seed); 256 x 192 pixels each, the size of the demo datasets' pictures. The seeds
 # are the first three from 7000 on whose scenes hold 60 to 160 people (a crowd, neither sparse nor packed).
@@ -36,7 +37,7 @@ def make(output_dir: Path, counts_path: Path) -> int:
         if not cv2.imwrite(str(output_dir / name), cv2.cvtColor(degraded, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 92]):
             print(f"error: could not write {output_dir / name}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         rows.append((name, len(scene.points)))
         print(f"{name}: {weather}, {len(scene.points)} people")
     with open(counts_path, "w", newline="") as file:
@@ -58,7 +59,7 @@ def compare(counted_path: Path, counts_path: Path) -> int:
         truth, counted = read_counts(counts_path, "true_count"), read_counts(counted_path, "count")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for name, true_count in truth.items():
         if name in counted:
             error = counted[name] - true_count

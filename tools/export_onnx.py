@@ -23,8 +23,8 @@ from inference import Counter  # noqa: E402
 from models.checkpoint import CheckpointError, build_from_checkpoint  # noqa: E402
 from models.network import INPUT_NORMS  # noqa: E402
 from inference.onnx_network import ONNX_SUFFIX, OPSET, OnnxNetwork, export_onnx  # noqa: E402
-from util.script import error_line, run_script  # noqa: E402
-from util.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs  # noqa: E402
+from util.script import EXIT_FAILED, error_line, run_script  # noqa: E402
+from inference.parity import LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs  # noqa: E402
 
 CHECK_SIZES = ((256, 384), (384, 640))
 
@@ -68,10 +68,10 @@ def main(argv=None) -> int:
         if not check_export(model, output):
             print(f"error: {output} differs from the PyTorch network beyond the parity tolerances "
                   f"(logits {LOGIT_TOLERANCE:g}, points {POINT_TOLERANCE_PX:g} px)", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
     except (FileNotFoundError, ValueError, KeyError, CheckpointError, ImportError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0
 
 

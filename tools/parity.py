@@ -2,8 +2,8 @@
 
 Runs the reference checkpoint on each reference image through the same code path as ``run_test.py``
 (``Counter.outputs``: decoding, padding, tiling, exact mode) and prints, per image, the largest logit
-and point deviation and whether every decisive anchor (reference person score farther than ``util.parity.DECISIVE_BAND``
-from the threshold) is classified the same. The last line says PASS or FAIL.
+and point deviation and whether every decisive anchor (reference person score farther than
+``inference.parity.DECISIVE_BAND`` from the threshold) is classified the same. The last line says PASS or FAIL.
 
     python tools/parity.py [--reference DIR] [--images DIR]   # default: reference/ and real_samples/ of
                                                               # $DEHAZE_P2PNET_FIXTURES or ../shared
@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inference import Counter  # noqa: E402
-from util.parity import (FIXTURES_HINT, LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs,  # noqa: E402
-                         fixtures_dir, within_parity)
+from inference.parity import (FIXTURES_HINT, LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs,  # noqa: E402
+                              fixtures_dir, within_parity)
+from util.script import EXIT_FAILED  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     if missing is not None:
         print(f"error: the reference fixtures are missing ({missing} not found); {FIXTURES_HINT}, or give --reference "
               "and --images", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     counter = Counter.from_checkpoint(weight_path, device=args.device,
                                       log=lambda message: None)
     counts = json.loads((reference_dir / "reference_counts.json").read_text())

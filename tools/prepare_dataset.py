@@ -29,10 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.annotations import points_outside, read_points  # noqa: E402
 from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_rgb  # noqa: E402
-from util.script import error_line, run_script  # noqa: E402
+from util.script import EXIT_FAILED, EXIT_SKIPPED, error_line, run_script  # noqa: E402
 
 FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv")
-EXIT_PROBLEMS = 3
 
 
 @dataclass
@@ -234,7 +233,7 @@ def main(argv=None) -> int:
             points, problems = points + count, problems + problem
     except (OSError, ValueError, KeyError, ImageReadError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for split, split_lines in lines.items():
         (dst / f"{split}.list").write_text("\n".join(split_lines) + "\n")
     # A list of an earlier conversion that this one does not write would still name its pictures: with
@@ -246,7 +245,7 @@ def main(argv=None) -> int:
     counts = ", ".join(f"{len(split_lines)} {split}" for split, split_lines in lines.items())
     print(f"converted {counts} images with {points} points into {dst}; {problems} annotation file(s) with "
           f"problems{' (see above)' if problems else ''}; lists: {', '.join(f'{split}.list' for split in lines)}")
-    return EXIT_PROBLEMS if problems else 0
+    return EXIT_SKIPPED if problems else 0
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from crowd_datasets.annotations import read_points  # noqa: E402
 from crowd_datasets.image_io import ImageReadError, read_rgb, write_rgb  # noqa: E402
 from crowd_datasets.layout import samples_from_list  # noqa: E402
 from crowd_datasets.weather import SEVERITIES, WEATHER_KINDS, apply_weather, draw_weather  # noqa: E402
-from util.script import error_line, run_script  # noqa: E402
+from util.script import EXIT_FAILED, error_line, run_script  # noqa: E402
 
 
 def image_rng(seed: int, split: str, name: str) -> np.random.Generator:
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
             rows = [work(task) for task in tqdm(tasks, **bar)]
     except (FileNotFoundError, ValueError, ImageReadError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for split in sorted({split for split, _, _ in jobs}):
         lines = [f"{outputs['image'].relative_to(dst).as_posix()} {outputs['annotation'].relative_to(dst).as_posix()}"
                  for job_split, _, outputs in jobs if job_split == split]

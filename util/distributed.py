@@ -23,7 +23,6 @@ class DistributedState:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -50,10 +49,11 @@ def init_distributed(device: torch.device) -> DistributedState:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return DistributedState(rank, world_size, local_rank, device)
+    return DistributedState(rank, world_size, device)
 
 
 def is_initialized() -> bool:
+    """Whether this process is in a process group (``torchrun``): the one test of it."""
     return dist.is_available() and dist.is_initialized()
 
 

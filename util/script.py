@@ -18,7 +18,9 @@ def error_line(error: BaseException) -> str:
     return last.partition(": ")[2] or last
 
 
-EXIT_SKIPPED = 3  # run_test.py: some input was not a readable image or video; the rest was counted
+# The scripts' exit codes; 2 is argparse's, for a usage error.
+EXIT_FAILED = 1  # one line on stderr says what went wrong
+EXIT_SKIPPED = 3  # some inputs were skipped (unreadable, or with annotation problems), each named; the rest was done
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
 

@@ -1,8 +1,7 @@
 """Counting and localization metrics for point-annotated crowd images.
 
 All point arrays are float ``[N, 2]`` arrays of ``(x, y)`` pixel coordinates (``N`` may be 0).
-Counts are plain integers. Everything here uses numpy and scipy only; matplotlib is imported
-lazily by :func:`plot_counts` so that importing this module never needs it.
+Counts are plain integers. The chart of an evaluation is drawn by ``inference.visualize.plot_counts``.
 """
 import csv
 import math
@@ -252,10 +251,6 @@ class CountingMetrics:
                            f"f1_s{tag}": f1, f"tp_s{tag}": tp, f"fp_s{tag}": fp, f"fn_s{tag}": fn})
         return result
 
-    def write_csv(self, path):
-        """Write ``image,gt,pred,abs_err`` rows sorted by image id (see :func:`write_records_csv`)."""
-        write_records_csv(self._records.values(), path)
-
 
 def write_records_csv(records, path):
     """Write ``image,gt,pred,abs_err`` rows of ``records`` sorted by image id, with a header line.
@@ -295,44 +290,3 @@ def format_summary(summary):
     lines.append(f"GAME({GAME_LEVELS[0]}..{GAME_LEVELS[-1]}): {game}")
     lines.append(f"mae: {summary['mae']:.4f} mse: {summary['mse']:.4f}")
     return lines
-
-
-def plot_counts(records, path, title_prefix=""):
-    """Save a PNG scatter of predicted against true counts, with the line y = x and MAE in the title.
-
-    Renders through matplotlib's Agg canvas directly, so no display is needed and the global
-    pyplot backend is left untouched.
-
-    Args:
-        records: non-empty list of record dicts with ``gt`` and ``pred`` counts.
-        path: output PNG path; its parent folder is created if missing.
-        title_prefix: text put before ``MAE …`` in the title (e.g. the dataset name).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    records = list(records)
-    if not records:
-        raise ValueError("plot_counts: no records to plot")
-    true_counts = np.array([record["gt"] for record in records], dtype=np.float64)
-    pred_counts = np.array([record["pred"] for record in records], dtype=np.float64)
-    mae = float(np.abs(pred_counts - true_counts).mean())
-    upper = max(true_counts.max(), pred_counts.max(), 1.0) * 1.05
-
-    figure = Figure(figsize=(5, 5), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    axes.plot([0, upper], [0, upper], color="gray", linestyle="--", linewidth=1, label="y = x")
-    axes.scatter(true_counts, pred_counts, s=12, alpha=0.7, label="images")
-    axes.set_xlim(0, upper)
-    axes.set_ylim(0, upper)
-    axes.set_xlabel("true count")
-    axes.set_ylabel("predicted count")
-    title = f"MAE {mae:.2f} ({len(records)} images)"
-    axes.set_title(f"{title_prefix.rstrip()} {title}" if title_prefix.strip() else title)
-    axes.legend(loc="upper left")
-    figure.tight_layout()
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, format="png")
