@@ -7,21 +7,17 @@ After a transform, the pixel ``(floor(y), floor(x))`` under every output point m
 mark of the point it came from. Crops and flips are checked on single-pixel marks (exact);
 bilinear scaling on 7x7 blocks, which are wide enough that the output pixel under a moved point
 only blends pixels of its own block for any scale >= 0.5.
+
+The step-by-step pieces (``resize``, ``crop``, ``hflip``, ``RandomScale``, ``RandomCrops``,
+``RandomHorizontalFlip``) live in ``transform_reference``: they are checked here on their own and are
+the oracle that the fused ``TrainTransform`` is checked against, bit for bit.
 """
 
 import pytest
 import torch
 
-from crowd_datasets.transforms import (
-    BilinearResize,
-    RandomCrops,
-    RandomHorizontalFlip,
-    RandomScale,
-    TrainTransform,
-    crop,
-    hflip,
-    resize,
-)
+from crowd_datasets.transforms import BilinearResize, TrainTransform
+from transform_reference import RandomCrops, RandomHorizontalFlip, RandomScale, crop, hflip, resize
 
 SPACING = 10
 BLOCK_RADIUS = 3
@@ -342,17 +338,18 @@ def test_bad_shapes_raise():
 
 @pytest.mark.parametrize("size", [(150, 210), (97, 131), (60, 300)])
 def test_train_transform_equals_scale_crops_flip_in_turn_bit_for_bit(size):
-    """The fast path computes rescaled pixels only inside the crops; they must be the very same."""
+    """The fused transform computes rescaled pixels only inside the crops; they must be the very same as
+    the reference pieces applied in turn with the same generator."""
     height, width = size
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1))
     clean = torch.rand(3, height, width, generator=torch.Generator().manual_seed(2))
     points = torch.rand(40, 2, generator=torch.Generator().manual_seed(3)) * torch.tensor([width, height])
-    transform = TrainTransform(64, num_crops=4)
+    transform = TrainTransform(64, num_crops=4, min_scale=0.7, max_scale=1.3, flip_prob=0.5)
+    scale, crops, flip = RandomScale(64, 0.7, 1.3), RandomCrops(64, 4), RandomHorizontalFlip(0.5)
     for seed in range(12):
         fast = transform(image, points, clean, torch.Generator().manual_seed(seed))
         generator = torch.Generator().manual_seed(seed)
-        scaled = transform.scale(image, points, clean, generator)
-        slow = transform.flip(*transform.crops(*scaled, generator), generator)
+        slow = flip(*crops(*scale(image, points, clean, generator), generator), generator)
         assert torch.equal(fast[0], slow[0]) and torch.equal(fast[2], slow[2])
         assert all(torch.equal(a, b) for a, b in zip(fast[1], slow[1]))
 
