@@ -24,6 +24,7 @@ from crowd_datasets.metrics import format_summary, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
 from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, dataset_options,
                           new_parser, positive_float, tile_size)
+from util.signals import quiet_loader_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,7 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: Dis
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     sampler = DistributedSampler(dataset, num_replicas=state.world_size, rank=state.rank, shuffle=False)
     loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=collate_images)
+                        collate_fn=collate_images, worker_init_fn=quiet_loader_worker)
     summary = evaluate(counter, loader, progress=state.is_main)
     if not state.is_main:
         return 0

@@ -23,7 +23,7 @@ from models.precision import autocast_dtype
 from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, error_line, run_script
-from util.signals import Terminated, signals_deferred, stop_on_sigterm
+from util.signals import Terminated, quiet_loader_worker, signals_deferred, stop_on_sigterm
 from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, crop_size,
                           criterion_options, dataset_options, network_flags, new_parser)
 from util.training_run import check_resumable, clear_run_files, decide_restoration, is_own_folder, resolve_resume
@@ -73,9 +73,9 @@ def make_loaders(args, state, dataset_train, dataset_test):
     batches = BatchSampler(sampler_train, args.batch_size, drop_last=False)
     loader_train = DataLoader(dataset_train, batch_sampler=batches, collate_fn=collate_crops,
                               num_workers=args.num_workers, pin_memory=state.device.type == "cuda",
-                              persistent_workers=args.num_workers > 0)
+                              persistent_workers=args.num_workers > 0, worker_init_fn=quiet_loader_worker)
     loader_test = DataLoader(dataset_test, batch_size=1, sampler=sampler_test, collate_fn=collate_images,
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, worker_init_fn=quiet_loader_worker)
     return sampler_train, loader_train, loader_test
 
 

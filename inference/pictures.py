@@ -10,6 +10,7 @@ from tqdm import tqdm
 from crowd_datasets.image_io import is_image_file, printable
 from util.distributed import DistributedState, all_gather_objects
 from util.script import EXIT_SKIPPED
+from util.signals import quiet_loader_worker
 
 from .counter import Counter
 from .inputs import PictureFiles, as_read, list_inputs, output_stems
@@ -35,7 +36,7 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     stems = output_stems([f for f in files if is_image_file(f) or is_video_file(f)])
     mine = list(range(state.rank, len(files), state.world_size))
     loader = DataLoader(PictureFiles(files, mine, counter.max_pixels), batch_size=None, collate_fn=as_read,
-                        num_workers=num_workers if len(mine) > 1 else 0)
+                        num_workers=num_workers if len(mine) > 1 else 0, worker_init_fn=quiet_loader_worker)
     rows, skipped, videos = [], [], 0
     started = time.perf_counter()
     # One process writes counts.csv row by row, so an interrupted run keeps what it counted; under torchrun

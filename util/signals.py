@@ -1,9 +1,12 @@
-"""Stopping cleanly: SIGTERM raised where the program is, as Ctrl-C is (``Terminated``), and signals held
-while a file that must not be cut is written (``signals_deferred``)."""
+"""Stopping cleanly: SIGTERM raised where the program is, as Ctrl-C is (``Terminated``), signals held
+while a file that must not be cut is written (``signals_deferred``), and loader workers that stay quiet
+when the main process stops (``quiet_loader_worker``)."""
 import contextlib
+import functools
 import os
 import signal
 import threading
+import traceback
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,3 +46,21 @@ def signals_deferred():
                 handler(received[0], None)
             elif handler == signal.SIG_DFL:
                 os.kill(os.getpid(), received[0])
+
+
+def quiet_loader_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the scripts' DataLoaders. A worker hands each batch's tensors to the main process
+    through a serving thread (``multiprocessing.resource_sharer``); when the main process stops (Ctrl-C,
+    SIGTERM) while taking one, that thread's connection breaks, and Python would print its traceback after
+    the script's last line, as if something had crashed. Only those errors are dropped."""
+    threading.excepthook = functools.partial(report_unless_main_process_left, threading.excepthook)
+
+
+def report_unless_main_process_left(report, args) -> None:
+    """Pass ``args`` (of ``threading.excepthook``) to ``report``, unless it is a broken connection inside
+    ``multiprocessing.resource_sharer``: the main process went away mid-transfer."""
+    lost = issubclass(args.exc_type, (ConnectionError, EOFError)) and any(
+        frame.f_code.co_filename.endswith(os.path.join("multiprocessing", "resource_sharer.py"))
+        for frame, _ in traceback.walk_tb(args.exc_traceback))
+    if not lost:
+        report(args)
