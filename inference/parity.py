@@ -1,4 +1,4 @@
-"""What "computes what the original code computes" means (DESIGN.md §5), defined once for
+"""What "computes what the original code computes" means (docs/design.md, "Parity"), defined once for
 ``tools/parity.py``, ``tools/benchmark.py`` and the tests: logits within ``LOGIT_TOLERANCE``, points
 within ``POINT_TOLERANCE_PX`` pixels, and every decisive anchor (reference person score farther than
 ``DECISIVE_BAND`` from the threshold) classified the same. Also where the reference fixtures are

@@ -32,3 +32,14 @@ def build_criterion(*, set_cost_class: float, set_cost_point: float, eos_coef: f
 __all__ = ["HungarianMatcher", "ModelSettings", "PointCounter", "SetCriterion", "build_criterion",
            "build_from_checkpoint", "build_model", "load_model_state", "read_checkpoint", "save_checkpoint",
            "start_from_checkpoint"]
+
+
+def __getattr__(name: str):
+    # ``from models import Counter`` is how code written for the earlier layout (and the design's interface)
+    # reaches the prediction path, which now lives in ``inference`` (a package that builds on this one, so
+    # this one cannot import it while it loads).
+    if name == "Counter":
+        from inference import Counter
+
+        return Counter
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from util.signals import signals_deferred
 
 from .network import ModelSettings, PointCounter
 
-# Upstream keys whose tensors never reach an output or a loss (see DESIGN §3), and the upstream
+# Upstream keys whose tensors never reach an output or a loss (docs/design.md, "Contracts"), and the upstream
 # restoration module, whose code was never published.
 DEAD_KEY_PREFIXES = ("fpn.P5_2.", "fpn.P3_1.", "fpn.P3_2.", "regression.conv3.", "regression.conv4.",
                      "classification.conv3.", "classification.conv4.", "restormer.")

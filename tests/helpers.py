@@ -2,15 +2,25 @@
 A test that reads the reference fixtures carries ``@pytest.mark.reference_fixtures`` (see conftest.py)."""
 from pathlib import Path
 
+import numpy as np
+import cv2
 import torch
 
+from inference import NetworkBackend
 from inference.parity import fixtures_dir
+from models import ModelSettings
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = fixtures_dir()
 REFERENCE = SHARED / "reference"
 REAL_SAMPLES = SHARED / "real_samples"
 REFERENCE_CHECKPOINT = REFERENCE / "upstream_format_checkpoint.pth"
+
+
+# train.py arguments for a small and quick run that keeps the default --num_workers (2).
+SMALL_RUN = ["--backbone_weights", "none", "--crop_size", "64", "--batch_size", "2", "--num_crops", "2",
+             "--device", "cpu", "--lr", "1e-4", "--lr_backbone", "1e-4"]
 
 
 def padded_outputs(model, image):
@@ -128,3 +138,55 @@ def bf16_conv_bound(x: torch.Tensor, conv) -> torch.Tensor:
     u = 2^-8), both sums by the fp32 bound, and the output's rounding adds u * |y| <= u * sum|w x|."""
     u = BF16_UNIT_ROUNDOFF
     return (3 * u + u * u) * absolute_conv(x, conv) + fp32_conv_bound(x, conv)
+
+
+class FixedScores(NetworkBackend):
+    """A backend of a few lines: every anchor at its cell's centre, a person where ``person`` says."""
+
+    amp = False
+    has_restoration = False
+
+    def __init__(self, person):
+        self.person = person
+
+    @property
+    def settings(self):
+        return ModelSettings(row=1, line=1)
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    @property
+    def padding_fill(self):
+        return torch.zeros(3)
+
+    def __call__(self, images, restore=False):
+        height, width = (side // 8 for side in images.shape[-2:])
+        ys, xs = torch.meshgrid(torch.arange(height) * 8 + 4.0, torch.arange(width) * 8 + 4.0, indexing="ij")
+        points = torch.stack([xs, ys], dim=-1).reshape(1, -1, 2)
+        logits = torch.zeros(1, height * width, 2)
+        logits[0, :, 1] = self.person(points[0]).float() * 2 - 1
+        return {"pred_logits": logits, "pred_points": points}
+
+
+def write_image(path, height=40, width=60, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), rgb)
+
+
+def upstream_root(tmp_path, folder="Hazy_JHU", split="test", annotations=None):
+    """``datasets/<folder>/<split>_data/images`` + ``crowd_datasets/<folder>/<split>.list`` and
+    annotations, as upstream ships them (no HR/ folder)."""
+    annotations = annotations or {"IMG_1": "10 20\n30 5\n", "IMG_2": ""}
+    lines = []
+    for stem, text in annotations.items():
+        write_image(tmp_path / "datasets" / folder / f"{split}_data" / "images" / f"{stem}.jpg")
+        annotation = tmp_path / "crowd_datasets" / folder / f"{split}_data" / f"{stem}.txt"
+        annotation.parent.mkdir(parents=True, exist_ok=True)
+        annotation.write_text(text)
+        image = f"datasets/{folder}/{split}_data/images/{stem}.jpg"
+        lines.append(f"{image} crowd_datasets/{folder}/{split}_data/{stem}.txt")
+    (tmp_path / "crowd_datasets" / folder / f"{split}.list").write_text("\n".join(lines) + "\n")
+    return tmp_path

@@ -46,7 +46,7 @@ def parameter_count(module):
 
 
 def test_parameter_count_is_the_one_the_docs_give():
-    # docs/training.md: "145 k parameters"; DESIGN.md's budget is 2 M. A change of the module must update the docs.
+    # docs/training.md: "145 k parameters"; docs/design.md's budget is 2 M. A change of the module must update the docs.
     assert parameter_count(RestorationModule()) == 145_475
 
 
@@ -56,7 +56,7 @@ def test_forward_flops_are_the_two_percent_the_docs_give():
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         restoration(features, (384, 512))
     flops = counter.get_total_flops()
-    # docs/training.md: "about 2 % extra compute" (DESIGN.md's budget is 15 %); the module is 2.2 % of the counter
+    # docs/training.md: "about 2 % extra compute" (docs/design.md's budget is 15 %); the module is 2.2 % of the counter
     assert 0.015 * COUNTER_FORWARD_FLOPS_384X512 <= flops <= 0.025 * COUNTER_FORWARD_FLOPS_384X512
 
 

@@ -1,4 +1,4 @@
-"""Measure the numbers of DESIGN.md §5: inference speed and FLOPs, folder throughput, restoration
+"""Measure the numbers of docs/design.md ("Goals"): inference speed and FLOPs, folder throughput, restoration
 module cost, data loading rate and training step cost. Prints one table per section, then the machine.
 
     python tools/benchmark.py                                  # everything, several minutes on 2 CPU cores

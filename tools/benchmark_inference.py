@@ -20,7 +20,7 @@ from models.network import EVAL_PAD_MULTIPLE
 from models.precision import autocast_dtype, ieee_fp32_convolutions
 from inference.parity import compare_outputs, within_parity
 
-# DESIGN.md §5, per machine: exact mode at least 1.5x upstream's eager fp32 network on the same image and
+# docs/design.md ("Goals"), per machine: exact mode at least 1.5x upstream's eager fp32 network on the same image and
 # 10 % faster than a direct convolution at this machine's fp32 conv peak could be; fast mode at least
 # 90 % of what its reduced-precision conv peak allows.
 EXACT_MIN_SPEEDUP, EXACT_MIN_PEAK_SHARE, FAST_MIN_PEAK_SHARE = 1.5, 1.1, 0.9

@@ -13,7 +13,7 @@ from models import HungarianMatcher, ModelSettings, PointCounter, SetCriterion
 from models.precision import autocast_dtype
 from crowd_datasets import collate_crops
 
-# DESIGN.md §3 and §5.
+# The restoration module's budget (docs/design.md, "Contracts") and the training goals ("Goals").
 IRM_MAX_PARAMETERS = 2_000_000
 IRM_MAX_EXTRA_TRAINING_FLOPS = 0.15
 # --amp step against the fp32 step: on a CPU 85 % of its bf16 / fp32 conv-peak ratio, on a GPU 2x.

@@ -1,28 +1,153 @@
-"""Training as users run it (default two loader workers): new crops every epoch, exact resume on one
-process and under torchrun, mixed precision, runs that are never silently replaced, and the one
-restoration decision."""
+"""train.py as users run it (default two loader workers): its flags and P2PNet's defaults, new crops every
+epoch, torchrun agreeing with one process, mixed precision, and failures that keep the checkpoints."""
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 import engine
+import run_test
 import train
-from crowd_datasets import build_dataset
-from models import ModelSettings, PointCounter, build_criterion
+from crowd_datasets import build_dataset, collate_crops, collate_images
+from inference import Counter
+from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
 from models.precision import autocast_dtype
 from util.distributed import DistributedState
-from crowd_datasets import collate_crops
 from util.options import criterion_options, dataset_options
-from util.training_run import decide_restoration
-from helpers import ROOT, random_checkpoint, tiny_dataset
+from helpers import ROOT, SMALL_RUN, random_checkpoint, tiny_dataset
 
-# Small and quick, but with the default --num_workers (2).
-SMALL = ["--backbone_weights", "none", "--crop_size", "64", "--batch_size", "2", "--num_crops", "2",
-         "--device", "cpu", "--lr", "1e-4", "--lr_backbone", "1e-4"]
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    real_build = train.build_criterion
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self, criterion):
+            super().__init__()
+            self.criterion, self.calls = criterion, 0
+
+        def forward(self, outputs, targets):
+            self.calls += 1
+            losses = self.criterion(outputs, targets)
+            if self.calls == 3:  # two steps per epoch: epoch 1, step 0
+                losses["loss_ce"] = losses["loss_ce"] * float("nan")
+            return losses
+
+        def total(self, losses):
+            return self.criterion.total(losses)
+
+    monkeypatch.setattr(train, "build_criterion", lambda **options: Poisoned(real_build(**options)))
+    argv = data + SMALL_RUN + ["--epochs", "3", "--output_dir", str(tmp_path / "run")]
+    assert train.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "at epoch 1, step 0" in err and "latest.pth" in err
+    model, _, content = build_from_checkpoint(tmp_path / "run" / "latest.pth", log=quiet)
+    assert content["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in model.state_dict().values() if value.is_floating_point())
+
+
+def test_backbone_weights_from_file_and_a_clear_message_when_missing(tmp_path, monkeypatch):
+    from torchvision.models import vgg16_bn
+
+    from models.backbone import imagenet_weights_path
+
+    reference = vgg16_bn(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "vgg16_bn.pth")
+    model = PointCounter()
+    model.backbone.load_imagenet_weights(tmp_path / "vgg16_bn.pth")
+    assert torch.equal(model.backbone.body3[1].weight, reference.features[24].weight)
+    assert torch.equal(model.backbone.body4[8].running_var, reference.features[41].running_var)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        imagenet_weights_path(str(tmp_path / "nope.pth"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match="--backbone_weights none") as error:
+        imagenet_weights_path("imagenet")
+    assert "vgg16_bn-6c64b313.pth" in str(error.value) and "network is unreachable" in str(error.value)
+
+
+def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(tmp_path):
+    data = tiny_dataset(tmp_path / "data", num_train=4, num_test=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "distributed_worker.py"), str(out)] + data + SMALL_RUN + ["--threshold", "0.1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    parameters = [torch.load(out / f"parameters{rank}.pth", weights_only=True) for rank in (0, 1)]
+    assert len(parameters[0]) > 0
+    for key in parameters[0]:
+        assert torch.equal(parameters[0][key], parameters[1][key]), key
+    # After evaluation every rank also holds rank 0's BatchNorm statistics.
+    rank0 = torch.load(out / "rank0.pth", weights_only=True)
+    rank1 = torch.load(out / "rank1.pth", weights_only=True)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    evaluations = [json.loads((out / f"eval{rank}.json").read_text()) for rank in (0, 1)]
+    assert evaluations[0] == evaluations[1] and evaluations[0]["images"] == 3
+    model = PointCounter(ModelSettings(restoration=True))
+    model.load_state_dict(rank0)
+    args = train.build_parser().parse_args(data + SMALL_RUN)
+    dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
+    # The ranks ran with one thread each and the comparison is exact: one thread here too, so that the same
+    # kernels with the same partition of the work compute both sides.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = engine.evaluate(Counter(model, threshold=0.1), DataLoader(dataset, collate_fn=collate_images),
+                                 progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(json.dumps(single)) == evaluations[0]
+    assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--eval_freq", "0", "must be at least 1, got 0"), ("--batch_size", "0", "must be at least 1, got 0"),
+    ("--crop_size", "100", "must be a positive multiple of 16 (the network's stride), got 100"),
+    ("--num_workers", "-1", "must be at least 0, got -1"), ("--epochs", "two", "invalid int value: 'two'")])
+def test_bad_training_flags_are_one_usage_line_naming_the_flag(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--dataset_file", "Demo_Hazy", flag, value])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and error.endswith(f"error: argument {flag}: {message}"), error
+
+
+def test_p2pnet_training_defaults_hold_and_gradients_are_clipped_to_them(tmp_path, monkeypatch):
+    args = train.build_parser().parse_args(["--dataset_file", "Hazy_SHTA"])
+    p2pnet = dict(lr=1e-4, lr_backbone=1e-5, weight_decay=1e-4, clip_max_norm=0.1, batch_size=8, num_crops=4,
+                  epochs=3500, eval_freq=5, set_cost_class=1.0, set_cost_point=0.05, eos_coef=0.5,
+                  point_loss_coef=0.0002, num_workers=2, threshold=0.5, amp=None)
+    assert {name: getattr(args, name) for name in p2pnet} == p2pnet
+    assert ModelSettings().row == ModelSettings().line == 2
+    norms = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def recording(parameters, max_norm, *rest, **options):
+        total = original(parameters, max_norm, *rest, **options)  # the norm before clipping
+        norms.append((max_norm, float(total)))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1)
+    assert train.main(data + ["--epochs", "1", "--batch_size", "1", "--num_crops", "1", "--crop_size", "32",
+                              "--backbone_weights", "none", "--num_workers", "0",
+                              "--output_dir", str(tmp_path / "run")]) == 0
+    assert len(norms) == 2 and all(max_norm == 0.1 for max_norm, _ in norms)
+    assert any(total > 0.1 for _, total in norms), "the gradients were small enough to need no clipping"
 
 
 def crops_per_epoch(args, dataset, epochs=(0, 1)) -> dict:
@@ -39,7 +164,7 @@ def crops_per_epoch(args, dataset, epochs=(0, 1)) -> dict:
 
 
 def test_loader_workers_draw_new_crops_every_epoch_the_same_as_the_main_process(tmp_path):
-    args = train.build_parser().parse_args(tiny_dataset(tmp_path, num_train=4, size=(96, 80)) + SMALL)
+    args = train.build_parser().parse_args(tiny_dataset(tmp_path, num_train=4, size=(96, 80)) + SMALL_RUN)
     assert args.num_workers == 2, "the default this test is about"
     dataset = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     with_workers = crops_per_epoch(args, dataset)
@@ -54,116 +179,9 @@ def test_loader_workers_draw_new_crops_every_epoch_the_same_as_the_main_process(
             assert torch.equal(with_workers[epoch][image_id], dataset[(epoch, index)][0])
 
 
-def test_the_augmentation_seed_is_a_fixed_function_of_seed_epoch_and_index():
-    from crowd_datasets.dataset import augmentation_seed
-
-    # Pinned (computed on 2026-12-04): a run resumed by a later version of the code must draw the crops an
-    # uninterrupted run drew, so the function may never change; nor may it depend on the interpreter
-    # (str/tuple hashing) or the process.
-    seeds = [augmentation_seed(42, epoch, index) for epoch, index in ((0, 0), (0, 1), (1, 0))]
-    assert seeds == [2242280713608235703, 6793198372087542132, 6434997491148346548]
-    code = "from crowd_datasets.dataset import augmentation_seed; print(augmentation_seed(42, 0, 0))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                           env=dict(os.environ, PYTHONHASHSEED="123"), check=True)
-    assert int(other.stdout) == seeds[0]
-
-
-def assert_same_weights(first: Path, second: Path) -> None:
-    a, b = (torch.load(path, weights_only=True) for path in (first, second))
-    assert a["epoch"] == b["epoch"]
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert a["best"] == b["best"]
-
-
-def torchrun(args: list) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "train.py")] + args
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                              env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-3000:]
-
-
-def test_resume_under_torchrun_with_two_ranks_equals_an_uninterrupted_run(tmp_path):
-    common = tiny_dataset(tmp_path / "data", num_train=4, num_test=2) + SMALL + ["--eval_freq", "2"]
-    torchrun(common + ["--epochs", "4", "--output_dir", str(tmp_path / "straight")])
-    torchrun(common + ["--epochs", "2", "--output_dir", str(tmp_path / "resumed")])
-    torchrun(common + ["--epochs", "4", "--output_dir", str(tmp_path / "resumed"), "--resume", "auto"])
-    assert_same_weights(tmp_path / "straight" / "latest.pth", tmp_path / "resumed" / "latest.pth")
-
-
-def snapshot(folder: Path) -> dict:
-    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def test_a_used_output_dir_stops_a_new_run_and_resume_auto_goes_both_ways(tmp_path, capsys):
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0"]
-    run = tmp_path / "run"
-    assert train.main(data + ["--epochs", "1", "--output_dir", str(run), "--resume", "auto"]) == 0
-    assert "resumed" not in capsys.readouterr().out, "--resume auto without latest.pth starts afresh"
-    before = snapshot(run)
-    assert {"latest.pth", "best_mae.pth", "log.txt"} <= {str(path) for path in before}
-    for extra in ([], ["--resume", str(tmp_path / "elsewhere" / "latest.pth")]):
-        assert train.main(data + ["--epochs", "2", "--output_dir", str(run)] + extra) == 1
-        error = capsys.readouterr().err
-        assert f"--output_dir {run} already holds a run" in error and "--resume auto" in error
-        assert "--overwrite" in error and error.count("\n") == 1
-        assert snapshot(run) == before, "a refused run must not touch the earlier run's files"
-    assert train.main(data + ["--epochs", "2", "--output_dir", str(run), "--resume", "auto"]) == 0
-    assert f"resumed from {run / 'latest.pth'} at epoch 1" in capsys.readouterr().out
-    assert torch.load(run / "latest.pth", weights_only=True)["epoch"] == 1
-    assert len((run / "log.txt").read_text().splitlines()) == 2
-    assert train.main(data + ["--epochs", "1", "--output_dir", str(run), "--overwrite"]) == 0
-    assert torch.load(run / "latest.pth", weights_only=True)["epoch"] == 0
-    assert len((run / "log.txt").read_text().splitlines()) == 1
-    (tmp_path / "file").write_text("")
-    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "file")]) == 1
-    assert "is a file" in capsys.readouterr().err
-
-
-def test_resume_refuses_a_checkpoint_without_training_state(tmp_path, capsys):
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0"]
-    assert train.main(data + ["--epochs", "1", "--output_dir", str(tmp_path / "run")]) == 0
-    capsys.readouterr()
-    best = str(tmp_path / "run" / "best_mae.pth")
-    assert train.main(data + ["--epochs", "2", "--output_dir", str(tmp_path / "more"), "--resume", best]) == 1
-    assert "not a training checkpoint" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("requested,pairs,resumed,expected", [
-    (None, 4, None, True), (None, 3, None, False), (None, 0, None, False),
-    (True, 4, None, True), (True, 3, None, "needs a clean pair"),
-    (False, 4, None, False), (False, 0, None, False),
-    (None, 4, True, True), (None, 4, False, False), (None, 3, False, False),
-    (None, 3, True, "needs a clean pair"), (True, 4, False, "keeps that"), (False, 4, True, "keeps that"),
-    (True, 4, True, True), (False, 3, False, False),
-])
-def test_restoration_decision_table(requested, pairs, resumed, expected):
-    if isinstance(expected, str):
-        with pytest.raises(ValueError, match=expected):
-            decide_restoration(requested, pairs, 4, resumed)
-    else:
-        on, line = decide_restoration(requested, pairs, 4, resumed)
-        assert on is expected and line.startswith(f"restoration module {'on' if on else 'off'}")
-
-
-def test_the_decision_reaches_dataset_and_model_and_resume_keeps_it(tmp_path, capsys):
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0", "--epochs", "1"]
-    (tmp_path / "data" / "train_data" / "HR" / "IMG_1.png").unlink()
-    assert train.main(data + ["--output_dir", str(tmp_path / "auto")]) == 0
-    assert "restoration module off: 1 of 2 training images have a clean HR/ pair" in capsys.readouterr().out
-    assert torch.load(tmp_path / "auto" / "latest.pth", weights_only=True)["settings"]["restoration"] is False
-    assert train.main(data + ["--output_dir", str(tmp_path / "forced"), "--restoration"]) == 1
-    assert "--restoration needs a clean pair" in capsys.readouterr().err
-    assert not (tmp_path / "forced").exists(), "nothing is written before the decision"
-    assert train.main(data[:-1] + ["2", "--output_dir", str(tmp_path / "auto"), "--resume", "auto",
-                                   "--restoration"]) == 1
-    assert "trained without the restoration module" in capsys.readouterr().err
-
-
 @pytest.mark.cpu_kernels
 def test_amp_trains_in_reduced_precision_with_fp32_losses_and_is_kept_on_resume(tmp_path, capsys):
-    args = train.build_parser().parse_args(tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL)
+    args = train.build_parser().parse_args(tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN)
     assert args.amp is None, "off for a new run unless asked for"
     dataset = build_dataset(args.dataset_file, "train", use_clean=True, **dataset_options(args, "train"))
     images, targets = collate_crops([dataset[0], dataset[1]])
@@ -189,7 +207,7 @@ def test_amp_trains_in_reduced_precision_with_fp32_losses_and_is_kept_on_resume(
     else:
         assert any(not torch.equal(reduced[name], full[name]) for name in full), "autocast must change the compute"
 
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0"]
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN + ["--num_workers", "0"]
     run = str(tmp_path / "run")
     assert train.main(data + ["--epochs", "1", "--output_dir", run, "--amp"]) == 0
     printed = capsys.readouterr().out
@@ -205,7 +223,8 @@ def test_amp_trains_in_reduced_precision_with_fp32_losses_and_is_kept_on_resume(
 
 
 def test_output_dir_under_a_file_and_ctrl_c_give_one_line_each(tmp_path, monkeypatch, capsys):
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0", "--epochs", "2"]
+    data = (tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN
+            + ["--num_workers", "0", "--epochs", "2"])
     (tmp_path / "file").write_text("")
     assert train.main(data + ["--output_dir", str(tmp_path / "file" / "run")]) == 1
     assert f"lies under {tmp_path / 'file'}, which is a file" in capsys.readouterr().err
@@ -229,7 +248,7 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scaler(tmp_path, monkeypa
     """The path GPUs without bf16 take (fp16 autocast with a GradScaler), exercised on the CPU."""
     monkeypatch.setattr(train, "autocast_dtype", lambda device: torch.float16)
     # fp16 convolutions are emulated on a CPU, hence the smallest crops.
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL + ["--num_workers", "0", "--amp",
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN + ["--num_workers", "0", "--amp",
                                                                                "--crop_size", "32", "--num_crops", "1"]
     run = str(tmp_path / "run")
     assert train.main(data + ["--epochs", "1", "--output_dir", run]) == 0
@@ -253,9 +272,8 @@ def test_bad_files_read_in_loader_workers_give_the_one_line_error_of_the_main_pr
     import cv2
     import numpy as np
 
-    import run_test
 
-    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=2) + SMALL + ["--epochs", "1"]
+    data = tiny_dataset(tmp_path / "data", num_train=2, num_test=2) + SMALL_RUN + ["--epochs", "1"]
     cv2.imwrite(str(tmp_path / "data" / "train_data" / "HR" / "IMG_1.png"), np.zeros((10, 12, 3), np.uint8))
     assert train.main(data + ["--output_dir", str(tmp_path / "run")]) == 1
     error = capsys.readouterr().err.strip()

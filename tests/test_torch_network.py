@@ -1,18 +1,17 @@
-"""Fast inference mode: BatchNorm folding is exact in fp32, and bf16/fp16 fast mode stays close to exact mode."""
-import copy
-
+"""inference/torch_network.py: BatchNorm folding is exact in fp32, fast mode (bf16/fp16) stays within its
+limits of exact mode, and the early layers computed in strips equal the whole map within rounding."""
 import pytest
 import torch
 from torch import nn
 
 from crowd_datasets.image_io import read_rgb, to_tensor
 from inference import Counter
-from models import ModelSettings, PointCounter, build_from_checkpoint
-from inference.torch_network import TorchNetwork, fuse_batchnorm
-from models.precision import autocast_dtype, cpu_has_native_bf16
 from inference.parity import compare_outputs, within_parity
-from helpers import (BF16_UNIT_ROUNDOFF, REAL_SAMPLES, REFERENCE_CHECKPOINT, absolute_conv, bf16_conv_bound,
-                     fp32_conv_bound, padded_outputs)
+from inference.torch_network import TorchNetwork, fuse_batchnorm
+from models import ModelSettings, PointCounter, build_from_checkpoint
+from models.precision import autocast_dtype, cpu_has_native_bf16
+from helpers import (BF16_UNIT_ROUNDOFF, REAL_SAMPLES, REFERENCE_CHECKPOINT, absolute_conv, fp32_conv_bound,
+                     padded_outputs)
 
 pytestmark = pytest.mark.cpu_kernels
 
@@ -104,7 +103,7 @@ def test_torch_network_keeps_the_settings_and_restores_in_fast_mode():
 @pytest.mark.reference_fixtures
 def test_fp32_fast_model_keeps_reference_parity(reference_run):
     exact, _, fused_fp32 = reference_run
-    # The parity tolerances of exact mode against upstream (DESIGN.md §5); measured 1e-7 and 6e-5 px.
+    # The parity tolerances of exact mode against upstream (docs/design.md, "Parity").
     row = compare_outputs(fused_fp32, exact)
     assert within_parity(row) and row["decisive_anchors"] > 10_000, row
 
@@ -161,56 +160,6 @@ def test_fast_mode_keeps_the_first_conv_and_the_output_convs_in_fp32():
     for head in ("regression", "classification"):
         weights = (getattr(network.network, head).output.module.conv.weight for network in (fast, exact))
         assert torch.equal(*weights)
-
-
-def test_exact_mode_keeps_convolutions_from_tf32_only_inside_its_block_and_restores_the_settings():
-    from models.precision import ieee_fp32_convolutions
-
-    settings = (torch.backends.cudnn, "enabled"), (torch.backends.cudnn.conv, "fp32_precision"), (
-        torch.backends.cuda.matmul, "fp32_precision")
-    before = [getattr(owner, name) for owner, name in settings]
-    with pytest.raises(KeyError):
-        with ieee_fp32_convolutions():
-            # cuDNN off (its heuristics' plans for IEEE fp32, see the docstring), cuBLAS in IEEE fp32
-            assert [getattr(owner, name) for owner, name in settings] == [False, "ieee", "ieee"]
-            raise KeyError("an error inside the block")
-    assert [getattr(owner, name) for owner, name in settings] == before
-
-
-def test_fused_conv_relu_and_pooling_compute_what_the_layers_they_replace_compute():
-    from inference.kernels import ConvReLU, MaxPool2x2
-
-    generator = torch.Generator().manual_seed(6)
-    with torch.inference_mode():
-        for in_channels, size in ((3, (40, 56)), (32, (24, 16))):
-            conv = nn.Conv2d(in_channels, 16, 3, padding=1)
-            x = torch.randn(1, in_channels, *size, generator=generator).contiguous(memory_format=torch.channels_last)
-            # ConvReLU and PyTorch's conv are different oneDNN kernels (which ones depends on the CPU), so
-            # they may sum in different orders: equal within the fp32 rounding bound of a 3x3 conv.
-            expected = conv(x)
-            bound = fp32_conv_bound(x, conv)
-            fused = ConvReLU(conv, relu=True)(x)
-            assert fused.shape == expected.shape and (fused >= 0).all()
-            assert ((fused.double() - expected.relu().double()).abs() <= bound).all()
-            assert ((ConvReLU(conv, relu=False)(x).double() - expected.double()).abs() <= bound).all()
-            assert (expected < -bound).any(), "some outputs must be negative for the fused ReLU to show"
-            # bf16 runs in oneDNN where the CPU has bf16 kernels, else as PyTorch's conv; pads 3 channels to 8
-            reduced = ConvReLU(copy.deepcopy(conv).to(torch.bfloat16), relu=True)(x.to(torch.bfloat16))
-            assert reduced.dtype == torch.bfloat16 and reduced.shape == (1, 16, *size)
-            assert ((reduced.double() - expected.relu().double()).abs() <= bf16_conv_bound(x, conv)).all()
-        for dtype in (torch.float32, torch.bfloat16):
-            x = torch.randn(2, 8, 12, 20, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
-            assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2, 2))
-            # Pooled into rows 1..6 of a larger map: the rows around them stay as they were.
-            larger = torch.full((2, 8, 8, 10), -7.0, dtype=dtype).contiguous(memory_format=torch.channels_last)
-            assert MaxPool2x2()(x, out=larger[:, :, 1:7]).data_ptr() == larger[:, :, 1:7].data_ptr()
-            assert torch.equal(larger[:, :, 1:7], torch.nn.functional.max_pool2d(x, 2, 2))
-            assert (larger[:, :, 0] == -7).all() and (larger[:, :, 7] == -7).all()
-        odd = torch.randn(1, 4, 7, 9, generator=generator)
-        assert torch.equal(MaxPool2x2()(odd), torch.nn.functional.max_pool2d(odd, 2, 2))
-        into = torch.zeros(1, 4, 3, 4)
-        MaxPool2x2()(odd, out=into)
-        assert torch.equal(into, torch.nn.functional.max_pool2d(odd, 2, 2))
 
 
 def strip_difference_bound(images: torch.Tensor, layers: list, pool) -> torch.Tensor:
