@@ -88,9 +88,8 @@ class BilinearResize:
         height = self.size[0] - y0 if height is None else height
         width = self.size[1] - x0 if width is None else width
         # Only the source columns the window reads are blended along the rows (the taps never
-        # decrease); index_select rather than indexing: a 128-px crop of a 1024-px wide image took
-        # 0.9 instead of 5.2 ms, with the same values. a + (b - a) * w rather than a * (1 - w) + b * w:
-        # a flat region stays exactly flat.
+        # decrease); index_select rather than indexing, much faster with the same values.
+        # a + (b - a) * w rather than a * (1 - w) + b * w: a flat region stays exactly flat.
         column_low, column_high, column_weight = (taps[x0:x0 + width] for taps in self.cols)
         first = int(column_low[0])
         tensor = tensor[..., first:int(column_high[-1]) + 1]

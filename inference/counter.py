@@ -19,8 +19,8 @@ from .torch_network import TorchNetwork
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
-# Cores of at most 2048 px per side: a 4000 x 3000 photo runs as 2 x 2 tiles of at most 2192 x 1680
-# px (17 % more pixels than the whole image) and stays under 1.5 GB resident in exact mode on a CPU.
+# Cores of at most 2048 px per side: a 4000 x 3000 photo runs as 2 x 2 tiles, which bounds its memory
+# at little extra work (figures: docs/performance.md, "Why the code is as it is").
 DEFAULT_TILE_SIZE = 2048
 
 

@@ -18,8 +18,8 @@ class ConvReLU(nn.Module):
     or with ``output_dtype`` the result cast to that dtype.
     """
 
-    # oneDNN's bf16 kernels are slow for 3 input channels (the first conv took 7.6 ms on a 384 x 512
-    # image, 1.9 ms with the pixels and weights padded by zero channels to 8).
+    # oneDNN's bf16 kernels are slow for 3 input channels: pixels and weights are padded by zero channels
+    # to 8 (docs/performance.md, "Why the code is as it is").
     MIN_REDUCED_PRECISION_CHANNELS = 8
 
     def __init__(self, conv: nn.Conv2d, relu: bool, output_dtype: torch.dtype = None):
@@ -65,7 +65,7 @@ class ConvReLU(nn.Module):
 
 class MaxPool2x2(nn.Module):
     """``nn.MaxPool2d(2, 2)`` for channels-last maps of even size, as two elementwise maxima over
-    views (1.5x faster than PyTorch's pooling, which also computes indices); the same values.
+    views (faster than PyTorch's pooling, which also computes indices); the same values.
 
     ``forward(x [B, C, h, w], out=None)``: with ``out`` (``[B, C, h / 2, w / 2]``, e.g. rows of a larger
     map) the result is written there and ``out`` is returned, which saves a copy of every strip."""

@@ -37,14 +37,11 @@ EARLY_HALO = 24
 EARLY_ALIGN = 16
 # On the CPU, stage 1 (conv1_1, conv1_2, the first max-pool; then, unless the restoration module needs
 # stage 1 whole, conv2_1, conv2_2 and the second max-pool) runs on strips of STRIP_ROW_BYTES // (bytes
-# per value) rows (32 in fp32, 64 in bf16). The maps of a 512-px wide block are then 4 MB instead of
-# 25-80 MB: glibc serves and reuses them from its heap, where the big maps were fresh memory maps whose
-# pages the kernel zeroes and faults in on every image (two thirds of conv1_1's and a quarter of
-# conv1_2's time on a 384 x 512 image in fp32; in bf16 conv1_2 ran at half its speed in isolation).
-# A strip's convs take their neighbours' rows as context instead of zero padding
+# per value) rows (32 in fp32, 64 in bf16). A strip's maps are small enough for glibc to serve and reuse
+# from its heap, where whole maps were fresh memory maps that the kernel zeroes and faults in on every
+# picture. A strip's convs take their neighbours' rows as context instead of zero padding
 # (``ConvReLU(pad_rows=False)``), so that only the first conv of each run computes 2 rows twice. With
-# strips, bf16 blocks can be as large as fp32 ones: a 384 x 512 image in fast mode took 75-77 ms as one
-# block in strips, 80-90 ms as two 384-px blocks without.
+# strips, bf16 blocks can be as large as fp32 ones. Figures: docs/performance.md, "Why the code is as it is".
 STRIP_ROW_BYTES = 128
 
 
@@ -90,7 +87,7 @@ def fuse_relu(network: nn.Module) -> None:
 
 def use_winograd(network: nn.Module) -> None:
     """Replace, in place, every ``ConvReLU`` of ``network`` whose conv ``is_wide_conv3x3`` accepts by a
-    ``WinogradConvReLU`` (fp32 on the CPU: about 1.3-1.5x faster on those layers)."""
+    ``WinogradConvReLU`` (fp32 on the CPU, faster on those layers)."""
     for parent in list(network.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ConvReLU) and child.output_dtype is None and is_wide_conv3x3(child.conv):
@@ -106,10 +103,8 @@ class FullPrecision(nn.Module):
     """Run ``module`` in fp32 even inside autocast; float ``[B, C, h, w]`` in, float32 out.
 
     Used for the heads' ``output`` convs, because the regression output is multiplied by 100: any
-    rounding there is magnified into pixels. Measured with CPU bf16 on A_IMG_160 (reference checkpoint
-    with its output convs scaled x30, so that offsets reach 118 px): the largest point error is 0.99 px
-    with these convs in bf16 and 0.84 px in fp32; with the reference's own offsets (up to 4 px) both
-    stay under 0.04 px. The two convs are ~0.2 % of the FLOPs; keeping them in fp32 costs ~1 %.
+    rounding there is magnified into pixels. The two convs are a small part of the work, so fp32 there
+    costs little (docs/performance.md, "Why the code is as it is").
     """
 
     def __init__(self, module: nn.Module):
@@ -145,10 +140,8 @@ class TorchNetwork(nn.Module, NetworkBackend):
             head.output = FullPrecision(ConvReLU(output.to(device, memory_format=torch.channels_last), relu=False))
         if reduced:
             # conv1_1 reads the fp32 pixels with fp32 weights; its output is cast for the rest of the
-            # network. Its rounding moves every later map: on the demo checkpoint's test split (1771 people
-            # in exact mode) bf16 weights there alone gave 1793 people, bf16 pixels alone 1776, and all
-            # other weights in bf16 1771. In fp32 it costs 1-2 % of fast mode's time (per 64-row strip
-            # 0.92 instead of 0.65 ms); splitting the operands into bf16 pairs cost more (1.0 ms).
+            # network. Its rounding moves every later map, enough to change counts, while fp32 there costs
+            # little of fast mode's time (docs/performance.md, "Why the code is as it is").
             first.output_dtype = self.dtype
             network.backbone.body1[0] = first.to(device, memory_format=torch.channels_last)
         elif device.type == "cpu":

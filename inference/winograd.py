@@ -4,13 +4,12 @@ Each 2x2 block of output pixels is computed from the 4x4 window of input around 
 ``A^T [(G g G^T) * (B^T d B)] A``: the 16 products per channel pair replace direct convolution's 36,
 so the matrix products (16 of ``[pixels / 4, C_in] x [C_in, C_out]``) do 2.25x fewer multiply-adds
 than a direct 3x3 convolution. The transforms of the input and of the products cost memory traffic
-instead, which only pays off for wide layers: on 2 cores with AMX (fp32, one 384 x 512 picture's maps)
-256 -> 256 channels ran 1.25-1.57x and 512 -> 512 1.3-1.5x faster than oneDNN's direct convolution,
-while 128 -> 256 ran 0.9x and 64 -> 128 0.6x. ``WIDE_CHANNELS`` draws that line.
+instead, which only pays off for wide layers; ``WIDE_CHANNELS`` draws that line where it was measured
+(docs/performance.md, "Why the code is as it is").
 
-The results are not the direct convolution's bit for bit, but as close to the exact (float64) result:
-the largest error relative to the largest output was 4-6e-7 against oneDNN's 1-2e-6, as the weights
-are transformed in float64 and each output sums 4 x 4 products of transformed values.
+The results are not the direct convolution's bit for bit, but at least as close to the exact (float64)
+result, as the weights are transformed in float64 and each output sums 4 x 4 products of transformed
+values.
 """
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from torch import nn
 WIDE_CHANNELS = 256
 # Rows of 2x2 blocks are transformed and multiplied in chunks whose transformed input takes about this
 # many bytes: small enough to stay in cache and in glibc's heap (no fresh pages per call), large enough
-# for efficient matrix products (1 MB chunks ran 0.7-1.2x, 2-8 MB 1.05-1.57x the direct conv).
+# for efficient matrix products.
 CHUNK_BYTES = 4 << 20
 # G of F(2x2, 3x3): the weights' transform.
 WEIGHT_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
@@ -46,8 +45,8 @@ class WinogradConvReLU(nn.Module):
                              f"{WIDE_CHANNELS} input and output channels, got {conv}")
         transform = torch.tensor(WEIGHT_TRANSFORM, dtype=torch.float64)
         transformed = conv.weight.new_empty((4, 4, conv.in_channels, conv.out_channels))
-        # In float64, a few output channels at a time: whole-layer float64 temporaries (up to 34 MB for
-        # 512 -> 512) stayed in the process's heap and raised a 4000 x 3000 picture's peak memory.
+        # In float64, a few output channels at a time: whole-layer float64 temporaries stayed in the
+        # process's heap and raised a large picture's peak memory.
         for first in range(0, conv.out_channels, 32):
             weight = conv.weight.detach()[first:first + 32].to(torch.float64)
             transformed[..., first:first + 32] = torch.einsum("ak,oikl,bl->abio", transform, weight, transform)

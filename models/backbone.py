@@ -10,7 +10,7 @@ STAGE_SLICES = ((0, 13), (13, 23), (23, 33), (33, 43))
 STAGE_CHANNELS = (128, 256, 512, 512)
 STAGE_STRIDES = (2, 4, 8, 16)
 # VGG16's convolution widths, "M" a 2x2 max-pool: the layout of torchvision's ``vgg16_bn().features``
-# (built here, so that inference does not import torchvision: 170 MB of resident memory).
+# (built here, so that inference does not import torchvision, which holds much memory).
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
 IMAGENET_WEIGHTS_FILE = "vgg16_bn-6c64b313.pth"

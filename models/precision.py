@@ -83,14 +83,10 @@ def ieee_fp32_convolutions():
     restored afterwards.
 
     Why: PyTorch lets cuDNN use TF32 by default (a 10-bit mantissa; cuBLAS too where a user allows
-    it), which moves exact mode's points 2.2e-3 px from upstream's, beyond the 1e-3 px parity
-    tolerance. With TF32 off, cuDNN's heuristics pick poor plans for some map sizes: on an H100
-    (torch 2.11+cu130) conv3_1 on a 164 x 164 map, the window of a 1024-px tile, took a 64.8 GB
-    workspace and ran at 0.24 TFLOP/s, and a 4000 x 3000 photo tiled at 1024 px took 5.8x its
-    untiled time. cuDNN's search (``cudnn.benchmark``) avoids them but spends 1-4 s on each new map
-    size and touches 65 GB too. PyTorch's own convolutions ran at 28-40 TFLOP/s on the five sizes
-    measured, in at most 2.3 GB, at least as fast as cuDNN's heuristic plans (21-30 TFLOP/s on the
-    other four).
+    it), which moves exact mode's points beyond the parity tolerance. With TF32 off, cuDNN's
+    heuristics pick poor plans for some map sizes (huge workspaces, a fraction of the GPU's speed), and
+    its search (``cudnn.benchmark``) costs seconds per new size; PyTorch's own convolutions were at
+    least as fast in little memory (H100 figures: docs/performance.md, "Why the code is as it is").
     """
     cudnn, conv, matmul = torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul
     previous = cudnn.enabled, conv.fp32_precision, matmul.fp32_precision

@@ -36,11 +36,10 @@ def configure_malloc() -> None:
     the top of the heap is kept for the next picture.
 
     By default glibc raises its map threshold whenever a large buffer is freed and then keeps freed
-    activation maps in its heap, where they fragment: a 4000 x 3000 picture peaked at 1.57 GB resident.
-    A low threshold bounds that, but every map above it is then page-faulted in afresh on every
-    picture: with 8 MB, fast mode took 490 ms instead of 300 ms on a 1024 x 768 picture (2 cores).
-    16 MB with a 256 MB trim threshold: 1.44 GB, and 307 ms. Nothing happens where the C library is
-    not glibc.
+    activation maps in its heap, where they fragment and raise the peak. A low threshold bounds that,
+    but every map above it is then page-faulted in afresh on every picture; these two values keep both
+    small (docs/performance.md, "Why the code is as it is"). Nothing happens where the C library is not
+    glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
