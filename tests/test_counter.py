@@ -19,6 +19,7 @@ def reference_counter():
     return Counter.from_checkpoint(REFERENCE_CHECKPOINT, device="cpu", log=lambda message: None)
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 @pytest.mark.reference_fixtures
 @pytest.mark.parametrize("name", ["A_IMG_160", "Rain_IMG_0045"])  # the second: a 1920 x 1080 PNG with alpha

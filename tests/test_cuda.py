@@ -18,8 +18,9 @@ from helpers import REFERENCE, REFERENCE_CHECKPOINT, REAL_SAMPLES, ROOT
 # Where a GPU must be tested (REQUIRE_CUDA=1 on a GPU machine), a CUDA that fails to load is a failure,
 # not a skip.
 CUDA_REQUIRED = os.environ.get("REQUIRE_CUDA", "").strip().lower() in ("1", "true", "yes")
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() and not CUDA_REQUIRED,
-                                reason="needs a CUDA device (REQUIRE_CUDA=1 makes its absence a failure)")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available() and not CUDA_REQUIRED,
+                                                   reason="needs a CUDA device (REQUIRE_CUDA=1 makes its absence a "
+                                                          "failure)")]
 
 
 @pytest.fixture(autouse=True)

@@ -120,6 +120,7 @@ def test_malformed_annotation_corrupt_image_and_outside_points(tmp_path):
     assert len(messages) == 1 and "IMG_2.txt" in messages[0] and "1 of 2 points" in messages[0]
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 @pytest.mark.reference_fixtures
 def test_upstream_layout_from_real_samples_reproduces_upstream_errors(tmp_path):

@@ -27,6 +27,7 @@ def reference_onnx(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 @pytest.mark.reference_fixtures
 @pytest.mark.parametrize("name", ["A_IMG_160", "Rain_IMG_0045"])
@@ -41,6 +42,7 @@ def test_onnxruntime_matches_the_upstream_outputs_on_both_reference_images(refer
     assert abs(row["count"] - counts["pred_count_at_0.5"]) <= row["anchors_in_band"]
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 @pytest.mark.reference_fixtures
 def test_one_exported_file_takes_any_padded_size_and_tiles_like_the_checkpoint(reference_onnx):
@@ -57,6 +59,7 @@ def test_one_exported_file_takes_any_padded_size_and_tiles_like_the_checkpoint(r
     assert row["max_logit_diff"] <= 1e-5 and row["max_point_diff"] <= 1e-4, row
 
 
+@pytest.mark.slow
 @pytest.mark.reference_fixtures
 def test_run_test_writes_the_same_counts_from_the_onnx_file_as_from_the_checkpoint(reference_onnx, tmp_path, capsys):
     photos = tmp_path / "photos"
@@ -82,6 +85,7 @@ def test_run_test_writes_the_same_counts_from_the_onnx_file_as_from_the_checkpoi
         assert [row["image"] for row in csv.DictReader(file)] == ["crop0.jpg", "crop1.jpg", "crop2.jpg"]
 
 
+@pytest.mark.slow
 @pytest.mark.reference_fixtures
 def test_exported_file_carries_the_settings_and_refuses_what_it_cannot_do(tmp_path, capsys):
     from models import ModelSettings
@@ -143,6 +147,7 @@ def test_counting_with_a_checkpoint_never_imports_onnx_or_onnxruntime(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 def test_export_tool_exits_1_when_the_file_differs_from_pytorch_beyond_the_tolerances(tmp_path, monkeypatch, capsys):
     random_checkpoint(tmp_path / "model.pth")

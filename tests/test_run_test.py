@@ -88,6 +88,7 @@ def test_reference_image_points_csv_matches_upstream(tmp_path):
         assert list(csv.reader(file)) == [["image", "count"], ["A_IMG_160.jpg", str(len(rows))]]
 
 
+@pytest.mark.slow
 def test_demo_dataset_evaluation_prints_metrics_and_mae_last(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEHAZE_P2PNET_CACHE", str(tmp_path / "cache"))
     random_checkpoint(tmp_path / "model.pth")

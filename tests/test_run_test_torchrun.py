@@ -37,6 +37,7 @@ def without_rate(text: str) -> list:
     return [re.sub(r", [0-9.]+ images/s", "", line) for line in text.splitlines() if not line.startswith("wrote")]
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_counts_and_summary_of_one(tmp_path, capsys):
     counting_checkpoint(tmp_path / "model.pth")
     pictures = tmp_path / "pictures"
@@ -62,6 +63,7 @@ def test_two_processes_write_the_counts_and_summary_of_one(tmp_path, capsys):
         line for line in one.splitlines() if line.startswith("p"))
 
 
+@pytest.mark.slow
 def test_two_processes_print_the_metrics_of_one(tmp_path, capsys):
     counting_checkpoint(tmp_path / "model.pth")
     data = tiny_dataset(tmp_path / "data", num_train=1, num_test=5, size=(96, 80))

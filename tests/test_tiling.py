@@ -41,6 +41,7 @@ def test_cores_partition_the_padded_image_and_windows_add_the_margin_inside_it(h
     assert len(plan_tiles(*padded, 0)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 def test_tiled_outputs_equal_the_whole_image_with_small_tiles_and_blocks(monkeypatch):
     model = trained_looking_model(restoration=True)
@@ -61,6 +62,7 @@ def test_tiled_outputs_equal_the_whole_image_with_small_tiles_and_blocks(monkeyp
     assert counts[0] == counts[1] == Counter(model, tile_size=256)(image)["count"]
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_kernels
 def test_dataset_evaluation_tiles_images_over_the_tile_size_with_the_same_numbers(tmp_path):
     model = trained_looking_model()

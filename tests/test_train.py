@@ -54,6 +54,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint
     assert all(torch.isfinite(value).all() for value in model.state_dict().values() if value.is_floating_point())
 
 
+@pytest.mark.slow
 def test_backbone_weights_from_file_and_a_clear_message_when_missing(tmp_path, monkeypatch):
     from torchvision.models import vgg16_bn
 
@@ -78,6 +79,7 @@ def test_backbone_weights_from_file_and_a_clear_message_when_missing(tmp_path, m
     assert "vgg16_bn-6c64b313.pth" in str(error.value) and "network is unreachable" in str(error.value)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(tmp_path):
     data = tiny_dataset(tmp_path / "data", num_train=4, num_test=3)
     out = tmp_path / "out"
@@ -268,6 +270,7 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scaler(tmp_path, monkeypa
     assert all(torch.isfinite(value).all() for value in second["model"].values() if value.is_floating_point())
 
 
+@pytest.mark.slow
 def test_bad_files_read_in_loader_workers_give_the_one_line_error_of_the_main_process(tmp_path, capsys):
     import cv2
     import numpy as np

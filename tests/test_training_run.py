@@ -69,6 +69,7 @@ def test_resuming_into_another_folder_writes_best_mae_there(finished_run, tmp_pa
     assert torch.load(other / "best_mae.pth", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_init_weights_starts_a_new_run_from_best_mae_or_released_weights(finished_run, tmp_path, capsys):
     data, run = finished_run
     best = run / "best_mae.pth"
@@ -102,6 +103,7 @@ def train_command(data, output_dir, epochs):
     return [sys.executable, str(ROOT / "train.py")] + data + ["--epochs", str(epochs), "--output_dir", str(output_dir)]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_where_and_how_to_resume_and_leaves_no_temporary_file(tmp_path):
     """As a job scheduler stops a job; with the default two loader workers."""
     data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN
@@ -177,6 +179,7 @@ def torchrun(args: list) -> None:
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_with_two_ranks_equals_an_uninterrupted_run(tmp_path):
     common = tiny_dataset(tmp_path / "data", num_train=4, num_test=2) + SMALL_RUN + ["--eval_freq", "2"]
     torchrun(common + ["--epochs", "4", "--output_dir", str(tmp_path / "straight")])
@@ -189,6 +192,7 @@ def snapshot(folder: Path) -> dict:
     return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_a_used_output_dir_stops_a_new_run_and_resume_auto_goes_both_ways(tmp_path, capsys):
     data = tiny_dataset(tmp_path / "data", num_train=2, num_test=1) + SMALL_RUN + ["--num_workers", "0"]
     run = tmp_path / "run"
@@ -255,6 +259,7 @@ def test_the_decision_reaches_dataset_and_model_and_resume_keeps_it(tmp_path, ca
     assert "trained without the restoration module" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run_and_run_test_needs_no_flags(tmp_path, capsys):
     data = tiny_dataset(tmp_path / "data")
     common = data + SMALL_RUN + ["--eval_freq", "2", "--seed", "3"]
