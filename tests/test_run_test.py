@@ -300,14 +300,3 @@ def test_device_cuda_without_cuda_is_one_line_for_both_scripts(tmp_path, capsys)
     assert train.main(["--dataset_file", "Custom", "--data_root", str(tmp_path), "--train_list", "train.list",
                        "--test_list", "test.list", "--output_dir", str(tmp_path / "run"), "--device", "cuda"]) == 1
     assert capsys.readouterr().err.startswith("error: --device cuda was requested but PyTorch sees no CUDA device")
-
-
-@pytest.mark.parametrize("flag,value,message", [
-    ("--max_megapixels", "0", "must be positive, got 0"), ("--frame_stride", "0", "must be at least 1, got 0"),
-    ("--tile_size", "300", "must be 0 (never tile) or a positive multiple of 128 pixels, got 300"),
-    ("--threshold", "2", "expected a value in [0, 1], got 2"), ("--num_workers", "-1", "must be at least 0, got -1")])
-def test_bad_counting_flags_are_one_usage_line_naming_the_flag(flag, value, message, capsys):
-    with pytest.raises(SystemExit) as stop:
-        run_test.main(["--weight_path", "missing.pth", "--input", "missing/", flag, value])
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert stop.value.code == 2 and error.endswith(f"error: argument {flag}: {message}"), error

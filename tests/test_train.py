@@ -117,17 +117,6 @@ def test_torchrun_two_processes_match_each_other_and_single_process_evaluation(t
     assert sum(record["pred"] for record in single["records"]) > 0, "a test that predicts nobody proves little"
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--eval_freq", "0", "must be at least 1, got 0"), ("--batch_size", "0", "must be at least 1, got 0"),
-    ("--crop_size", "100", "must be a positive multiple of 16 (the network's stride), got 100"),
-    ("--num_workers", "-1", "must be at least 0, got -1"), ("--epochs", "two", "invalid int value: 'two'")])
-def test_bad_training_flags_are_one_usage_line_naming_the_flag(flag, value, message, capsys):
-    with pytest.raises(SystemExit) as stop:
-        train.main(["--dataset_file", "Demo_Hazy", flag, value])
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert stop.value.code == 2 and error.endswith(f"error: argument {flag}: {message}"), error
-
-
 def test_p2pnet_training_defaults_hold_and_gradients_are_clipped_to_them(tmp_path, monkeypatch):
     args = train.build_parser().parse_args(["--dataset_file", "Hazy_SHTA"])
     p2pnet = dict(lr=1e-4, lr_backbone=1e-5, weight_decay=1e-4, clip_max_norm=0.1, batch_size=8, num_crops=4,
