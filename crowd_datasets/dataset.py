@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .annotations import points_outside, read_points
-from .image_io import pixel_tensor, printable, read_rgb, unit_float
+from .image_io import pixel_tensor, printable, read_rgb, unique_names, unit_float
 from .layout import count_clean_pairs
 
 
@@ -17,10 +17,8 @@ def make_target(points: torch.Tensor, image_id: str) -> dict:
 
 
 def unique_ids(samples: list) -> list:
-    """The file stem of each image, or its path without suffix where two images share a stem."""
-    stems = [sample.image.stem for sample in samples]
-    return [printable(stem if stems.count(stem) == 1 else sample.image.with_suffix(""))
-            for stem, sample in zip(stems, samples)]
+    """Each image's id in records and printouts: ``image_io.unique_names`` of the image files, printable."""
+    return [printable(name) for name in unique_names([sample.image for sample in samples])]
 
 
 def augmentation_seed(seed: int, epoch: int, index: int) -> int:

@@ -92,6 +92,40 @@ def read_rgb(path, max_pixels: int = None) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def unique_names(paths: list) -> list:
+    """A name for each of ``paths`` (files), unique among them, that its outputs or records go by: its stem;
+    where several share a stem, the nearest folder that tells it from the others' goes before it
+    (``Demo_Hazy_IMG_1``) and, for files of one folder, the suffix after it (``a_jpg``); a name still
+    taken gets a counter (``a_jpg_2``), in the order of ``paths``."""
+    paths = [Path(path) for path in paths]
+    names, used = [], set()
+    for path in paths:
+        name = path.stem
+        namesakes = [other for other in paths if other.stem == path.stem and other != path]
+        elsewhere = [other.parent for other in namesakes if other.parent != path.parent]
+        folder = distinguishing_folder(path.parent, elsewhere) if elsewhere else None
+        if folder is not None:
+            name = f"{folder}_{name}"
+        if any(other.parent == path.parent for other in namesakes):
+            name = f"{name}_{path.suffix.lstrip('.')}"
+        candidate, number = name, 2
+        while candidate in used:
+            candidate, number = f"{name}_{number}", number + 1
+        used.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def distinguishing_folder(folder: Path, others: list):
+    """The name of ``folder``'s nearest enclosing folder (itself first) whose name differs from those of the
+    ``others``' folders at the same depth from the file, or ``None``."""
+    for depth in range(1, len(folder.parts) + 1):
+        name = folder.parts[-depth]
+        if all(len(other.parts) < depth or other.parts[-depth] != name for other in others):
+            return name
+    return None
+
+
 def printable(path) -> str:
     """``path`` as text that can always be printed or written: bytes of a file name that are not
     valid UTF-8 (kept by Python as surrogates) appear as ``\\xe9`` escapes."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb
+from crowd_datasets.image_io import ImageReadError, is_image_file, printable, read_rgb, unique_names
 
 from .video_io import is_live_source, is_video_file
 
@@ -22,19 +22,9 @@ def list_inputs(path: Path) -> list:
 
 
 def output_stems(files: list) -> dict:
-    """File -> output name, unique among ``files``: the stem; files sharing a stem (``a.jpg``,
-    ``a.png``) keep their suffix in it (``a_jpg``), and a name still taken (by ``a_jpg.png``) gets a
-    counter (``a_jpg_2``), so that no picture's outputs overwrite another's."""
-    stems = [f.stem for f in files]
-    names, used = {}, set()
-    for f in files:
-        name = f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.')}"
-        candidate, number = name, 2
-        while candidate in used:
-            candidate, number = f"{name}_{number}", number + 1
-        used.add(candidate)
-        names[f] = candidate
-    return names
+    """File -> the name its outputs go by, unique among ``files`` (``image_io.unique_names``, the rule
+    datasets name their images by), so that no picture's outputs overwrite another's."""
+    return dict(zip(files, unique_names(files)))
 
 
 def skip_reason(path: Path):

@@ -14,20 +14,6 @@ from inference.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
 from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
 
 
-@pytest.mark.reference_fixtures
-def test_png_with_alpha_named_jpg_decodes_like_cv2_imread(tmp_path):
-    real = REAL_SAMPLES / "Rain_IMG_0045.jpg"
-    assert cv2.imread(str(real), cv2.IMREAD_UNCHANGED).shape[2] == 4
-    np.testing.assert_array_equal(read_rgb(real), cv2.imread(str(real))[:, :, ::-1])
-    rng = np.random.default_rng(0)
-    bgra = rng.integers(0, 256, size=(20, 30, 4), dtype=np.uint8)
-    path = tmp_path / "alpha.jpg"
-    path.write_bytes(cv2.imencode(".png", bgra)[1].tobytes())
-    rgb = read_rgb(path)
-    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
-    np.testing.assert_array_equal(rgb, bgra[:, :, 2::-1])
-
-
 def test_folder_with_non_image_files_counts_the_others_and_says_so(tmp_path, capsys):
     random_checkpoint(tmp_path / "model.pth")
     photos = tmp_path / "photos"
