@@ -3,6 +3,7 @@ module cost, data loading rate and training step cost. Prints one table per sect
 
     python tools/benchmark.py                                  # everything, several minutes on 2 CPU cores
     python tools/benchmark.py --only inference --image photo.jpg --runs 9
+    python tools/benchmark.py --markdown docs/performance.md   # also appends the report there, dated
 
 Sections (``--only``, comma separated):
 
@@ -21,6 +22,9 @@ Sections (``--only``, comma separated):
 Timings are medians; nothing here is used by the tests.
 """
 import argparse
+import contextlib
+import datetime
+import io
 import os
 import sys
 import time
@@ -78,6 +82,9 @@ def parse_args(argv=None):
     parser.add_argument("--loader_batches", type=int, default=16, help="batches timed per loader setting")
     parser.add_argument("--train_runs", type=int, default=3, help="timed training steps per setting")
     parser.add_argument("--irm_crops", type=int, default=8, help="crops for the IRM FLOP count")
+    parser.add_argument("--markdown", default=None,
+                        help="also append the report to this Markdown file (e.g. docs/performance.md), under a "
+                             "heading with the machine and the date")
     args = parser.parse_args(argv)
     sections = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -94,17 +101,50 @@ def parse_args(argv=None):
     return args
 
 
+class Tee(io.TextIOBase):
+    """Writes to ``stream`` and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def as_markdown(report: str) -> str:
+    """The printed report as a section of a Markdown page: a heading with the machine and today's date (UTC),
+    the tables as they are, every other line an item of a list."""
+    lines = report.strip().splitlines()
+    machine = lines[0].removeprefix("machine: ").split(";")[0]
+    body = []
+    for line in lines:
+        if body and body[-1].startswith("|") and not line.startswith("|"):
+            body.append("")  # a table ends at a blank line
+        body.append(line if not line or line.startswith(("|", "**")) else f"- {line}")
+    return f"\n## {machine}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}\n\n" + "\n".join(body) + "\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.malloc == "run_test":
         configure_malloc()
     device = resolve_device(args.device)
-    args.peaks = machine_header(device)
-    for name in args.sections:
-        start = time.perf_counter()
-        SECTIONS[name](args, device)
-        print(f"({name} took {time.perf_counter() - start:.0f} s)")
-    print_machine(device, args.malloc)
+    tee = Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        args.peaks = machine_header(device)
+        for name in args.sections:
+            start = time.perf_counter()
+            SECTIONS[name](args, device)
+            print(f"({name} took {time.perf_counter() - start:.0f} s)")
+        print_machine(device, args.malloc)
+    if args.markdown:
+        with open(args.markdown, "a") as file:
+            file.write(as_markdown(tee.copy.getvalue()))
+        print(f"appended the report to {args.markdown}")
     return 0
 
 

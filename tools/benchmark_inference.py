@@ -14,9 +14,9 @@ from torch import nn
 from crowd_datasets.image_io import read_rgb
 from measure import count_flops, interleaved_medians, page_faults, print_table, timed, verdict
 from inference import Counter
+from inference.tiling import padded_size
 from models import PointCounter, build_from_checkpoint
 from models.backbone import STAGE_CHANNELS
-from models.network import EVAL_PAD_MULTIPLE
 from models.precision import autocast_dtype, ieee_fp32_convolutions
 from inference.parity import compare_outputs, within_parity
 
@@ -79,8 +79,8 @@ def bench_inference(args, device: torch.device) -> None:
     network, state = load_network(args.weight_path)
     image = read_rgb(args.image)
     exact, fast = Counter(network, device=device), Counter(network, device=device, amp=True)
-    padded = exact.window(image, (0, -(-image.shape[0] // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE,
-                                  0, -(-image.shape[1] // EVAL_PAD_MULTIPLE) * EVAL_PAD_MULTIPLE))
+    padded_height, padded_width = padded_size(*image.shape[:2])
+    padded = exact.window(image, (0, padded_height, 0, padded_width))
     network = network.to(device)
     upstream = UpstreamEquivalent(network).eval()
     torch.manual_seed(1)

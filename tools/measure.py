@@ -62,13 +62,13 @@ def count_flops(fn) -> int:
 
 
 def print_table(title: str, headers: list, rows: list) -> None:
+    """A Markdown table with its title in bold, its columns padded so that it reads in a terminal too
+    (``tools/benchmark.py --markdown`` copies it into a page as it is)."""
     cells = [[str(value) for value in row] for row in rows]
-    widths = [max(len(header), *(len(row[k]) for row in cells)) for k, header in enumerate(headers)]
-    print(f"\n== {title}")
-    print("  ".join(header.ljust(width) for header, width in zip(headers, widths)))
-    print("  ".join("-" * width for width in widths))
-    for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    widths = [max(3, len(header), *(len(row[k]) for row in cells)) for k, header in enumerate(headers)]
+    print(f"\n**{title}**\n")
+    for row in [headers, ["-" * width for width in widths]] + cells:
+        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
 
 
 def verdict(ok: bool) -> str:

@@ -1,0 +1,31 @@
+"""tools/: every tool loads (none is imported by the code the other tests run), and the benchmark writes its
+report into a Markdown page under the machine and the date."""
+import datetime
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+TOOLS = sorted(path.stem for path in (ROOT / "tools").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_every_tool_loads(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    importlib.import_module(name)
+
+
+@pytest.mark.slow
+def test_the_benchmark_appends_its_report_to_a_page_under_the_machine_and_the_date(tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n")
+    subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--only", "irm", "--markdown", str(page)],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    text = page.read_text()
+    today = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+    assert text.startswith("# Performance\n\n## ") and f", {today}\n" in text.splitlines()[2] + "\n"
+    assert "| IRM parameters " in text and "| extra training FLOPs " in text
+    assert "\n- convolution peaks (GFLOP/s, direct 3x3): float32 " in text
