@@ -18,6 +18,7 @@ from inference.outputs import say
 from inference.pictures import count_images
 from inference.video import count_video
 from inference.visualize import plot_counts
+from inference.zones import read_polygons
 from models.checkpoint import CheckpointError
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary, write_records_csv
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--save_restored", action="store_true",
                        help="with --input and a checkpoint that carries the restoration module: also write "
                             "restored/<stem>.jpg, the scene as the model sees it without the weather")
+    group = parser.add_argument_group("areas of the picture (with --input)")
+    group.add_argument("--zones", default=None, metavar="FILE",
+                       help="JSON of named polygons in pixels ({\"gate\": [[x, y], [x, y], [x, y], ...], ...}) or a "
+                            "LabelMe file (its polygon and rectangle shapes): each zone's count is printed, gets a "
+                            "column in counts.csv and is outlined in the pictures")
+    group.add_argument("--exclude", default=None, metavar="FILE",
+                       help="the same form: points inside any of these polygons are dropped before anything else "
+                            "(rooftops, billboards); shaded in the pictures")
     return parser
 
 
@@ -98,9 +107,14 @@ def main(argv=None) -> int:
     video = video_source(args.input) if args.input is not None else None
     if video is not None and args.save_restored:
         parser.error("--save_restored writes restored pictures; it does not apply to video input")
+    if args.dataset_file is not None and (args.zones or args.exclude):
+        parser.error("--zones and --exclude count areas of your own pictures (--input); a dataset's metrics "
+                     "compare whole pictures")
     try:
         if args.output_dir:
             check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
+        zones = read_polygons(args.zones) if args.zones else {}
+        exclusions = read_polygons(args.exclude) if args.exclude else {}
         state = init_distributed(resolve_device(args.device))
         counter = Counter.from_checkpoint(args.weight_path, device=state.device, threshold=args.threshold,
                                           input_norm=args.input_norm, amp=args.amp,
@@ -120,9 +134,10 @@ def main(argv=None) -> int:
                                  "torchrun (folders of pictures and videos are split across processes)")
             if isinstance(video, Path) and not video.is_file():
                 raise FileNotFoundError(f"--input {video}: no such file")
-            return count_video(counter, video, output_dir, args.frame_stride, args.save_frame_points)
+            return count_video(counter, video, output_dir, args.frame_stride, args.save_frame_points, zones,
+                               exclusions)
         return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state,
-                            args.frame_stride, args.save_frame_points)
+                            args.frame_stride, args.save_frame_points, zones, exclusions)
     except BrokenPipeError:
         raise  # output piped into a program that stopped reading: run_script ends quietly
     except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:

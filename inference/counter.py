@@ -16,6 +16,7 @@ from .backend import NetworkBackend
 from .onnx_network import OnnxNetwork, is_onnx_file
 from .tiling import check_tile_size, core_slices, padded_size, plan_tiles
 from .torch_network import TorchNetwork
+from .zones import check_polygons, outside_all, zone_counts
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -162,13 +163,24 @@ class Counter:
         keep = scores > self.threshold
         return outputs["pred_points"][keep].float().cpu(), scores[keep].cpu()
 
-    def predict(self, image, restore: bool = False) -> dict:
+    def predict(self, image, restore: bool = False, zones: dict = None, exclude: dict = None) -> dict:
         """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``; with
         ``restore`` also ``"restored"``: the restoration module's view of the scene as ``H x W x 3``
-        uint8 RGB (needs a checkpoint that carries the module)."""
+        uint8 RGB (needs a checkpoint that carries the module).
+
+        ``exclude`` (name -> polygon ``[[x, y], ...]`` in the picture's pixels, see ``inference.zones``)
+        drops the points inside any of its polygons before anything else; ``zones`` (the same form) adds
+        ``"zones"``: name -> the number of the remaining points inside each polygon."""
+        exclude = check_polygons(exclude, "exclude") if exclude else {}
+        zones = check_polygons(zones, "zones") if zones is not None else None
         outputs = self.outputs(image, restore=restore)
-        points, scores = self.select(outputs)
-        result = {"points": points.numpy(), "scores": scores.numpy(), "count": int(points.shape[0])}
+        points, scores = (tensor.numpy() for tensor in self.select(outputs))
+        if exclude:
+            keep = outside_all(points, exclude)
+            points, scores = points[keep], scores[keep]
+        result = {"points": points, "scores": scores, "count": int(points.shape[0])}
+        if zones is not None:
+            result["zones"] = zone_counts(points, zones)
         if restore:
             restored = outputs["pred_restored"].clamp(0, 1).mul(255).round().byte()
             result["restored"] = restored.permute(1, 2, 0).cpu().numpy()

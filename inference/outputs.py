@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from crowd_datasets.image_io import write_rgb
 
-from .visualize import draw_points
+from .visualize import draw_points, draw_zones
 
 
 def say(line: str, file=None) -> None:
@@ -63,10 +63,13 @@ def write_points_csv(path: Path, points, scores) -> None:
         writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
 
 
-def write_picture_outputs(output_dir: Path, stem: str, rgb, result: dict) -> None:
-    """A counted picture's files: ``points/<stem>.csv``, ``vis/<stem>.jpg`` (its points drawn) and, when
-    ``result`` (from ``Counter.predict``) holds the restored view, ``restored/<stem>.jpg``."""
+def write_picture_outputs(output_dir: Path, stem: str, rgb, result: dict, zones: dict = None,
+                          exclusions: dict = None) -> None:
+    """A counted picture's files: ``points/<stem>.csv``, ``vis/<stem>.jpg`` (its points drawn, with the
+    ``zones`` outlined and the ``exclusions`` shaded) and, when ``result`` (from ``Counter.predict``) holds
+    the restored view, ``restored/<stem>.jpg``."""
     write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
-    write_rgb(output_dir / "vis" / f"{stem}.jpg", draw_points(rgb, result["points"]))
+    vis = draw_zones(draw_points(rgb, result["points"]), zones, result.get("zones"), exclusions)
+    write_rgb(output_dir / "vis" / f"{stem}.jpg", vis)
     if "restored" in result:
         write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])

@@ -17,15 +17,18 @@ from .inputs import PictureFiles, as_read, list_inputs, output_stems
 from .outputs import CountsCsv, say, write_picture_outputs
 from .video import count_video
 from .video_io import is_video_file
+from .zones import describe, zones_outside
 
 
 def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False,
                  num_workers: int = 2, state: DistributedState = DistributedState(), frame_stride: int = 1,
-                 save_frame_points: bool = False) -> int:
+                 save_frame_points: bool = False, zones: dict = None, exclusions: dict = None) -> int:
     """Count people in every image and video under ``input_path``; print a line per image and a summary.
     With ``save_restored`` also write the restoration module's output to ``output_dir/restored/``.
     ``num_workers`` loader processes decode the next pictures while the network counts. Each video is
-    counted by ``count_video`` into ``output_dir/<its name>/``. Under ``torchrun`` each process counts
+    counted by ``count_video`` into ``output_dir/<its name>/``. ``exclusions`` and ``zones`` (checked
+    polygons, see ``inference.zones``) drop points and count them per zone: a column each in ``counts.csv``,
+    outlined in ``vis/``. Under ``torchrun`` each process counts
     every ``world_size``-th file and the first writes ``counts.csv`` and the summary for all, as one
     process would.
 
@@ -41,7 +44,9 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     started = time.perf_counter()
     # One process writes counts.csv row by row, so an interrupted run keeps what it counted; under torchrun
     # the first process writes every process's rows at the end.
-    with CountsCsv(output_dir / "counts.csv" if output_dir is not None else None, ["image", "count"],
+    zones = zones or {}
+    warned = set()
+    with CountsCsv(output_dir / "counts.csv" if output_dir is not None else None, ["image", "count", *zones],
                    streaming=not state.distributed) as counts_csv:
         for index, rgb, reason in tqdm(loader, desc="counting", unit="file", disable=None if len(mine) > 1 else True):
             path = files[index]
@@ -49,19 +54,25 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
             if reason is None and rgb is None:
                 videos += 1
                 video_dir = output_dir / stems[path] if output_dir is not None else None
-                if count_video(counter, path, video_dir, frame_stride, save_frame_points) != 0:
+                if count_video(counter, path, video_dir, frame_stride, save_frame_points, zones, exclusions) != 0:
                     skipped.append(index)
                 continue
             if reason is not None:
                 skipped.append(index)
                 say(f"skipped {name}: {reason}", file=sys.stderr)
                 continue
-            result = counter.predict(rgb, restore=save_restored)
-            rows.append((index, name, result["count"]))
-            say(f"{name}: {result['count']}")
+            result = counter.predict(rgb, restore=save_restored, zones=zones, exclude=exclusions)
+            zone_values = [result["zones"][zone] for zone in zones]
+            rows.append((index, name, result["count"], *zone_values))
+            for zone in zones_outside(zones, *rgb.shape[:2]):
+                if zone not in warned:
+                    warned.add(zone)
+                    say(f"warning: zone {zone!r} lies wholly outside {name} ({rgb.shape[1]} x {rgb.shape[0]} px) "
+                        "and counts 0 there", file=sys.stderr)
+            say(f"{name}: {describe(result['count'], result['zones'])}")
             if output_dir is not None:
-                write_picture_outputs(output_dir, stems[path], rgb, result)
-            counts_csv.add([name, result["count"]])
+                write_picture_outputs(output_dir, stems[path], rgb, result, zones, exclusions)
+            counts_csv.add([name, result["count"], *zone_values])
     gathered = all_gather_objects((rows, skipped, videos))
     rows = sorted(row for part, _, _ in gathered for row in part)
     skipped = [index for _, part, _ in gathered for index in part]
@@ -69,9 +80,9 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
     elapsed = time.perf_counter() - started
     if state.is_main:
         if state.distributed:
-            counts_csv.write_all([[name, count] for _, name, count in rows])
+            counts_csv.write_all([list(row[1:]) for row in rows])
         rate = len(rows) / elapsed if elapsed > 0 else float("inf")
-        say(f"counted {len(rows)} images, {sum(count for _, _, count in rows)} people in total, "
+        say(f"counted {len(rows)} images, {sum(row[2] for row in rows)} people in total, "
             + (f"{videos} videos, " if videos else "") + f"{len(skipped)} files skipped, {rate:.2f} images/s")
         if output_dir is not None:
             say(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'points'}/, {output_dir / 'vis'}/")

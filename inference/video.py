@@ -10,18 +10,21 @@ from .counter import Counter
 from .inputs import source_name
 from .outputs import CountsCsv, say, write_points_csv
 from .video_io import FALLBACK_FPS, VideoError, VideoSource, VideoWriter
-from .visualize import draw_label, draw_points
+from .visualize import draw_label, draw_points, draw_zones
+from .zones import describe
 
 
 def count_video(counter: Counter, source, output_dir: Path = None, frame_stride: int = 1,
-                save_frame_points: bool = False) -> int:
+                save_frame_points: bool = False, zones: dict = None, exclusions: dict = None) -> int:
     """Count people in every ``frame_stride``-th frame of a video file (``Path``), a camera index or a
     stream URL (``str``); print a line per frame and a summary.
 
     With ``output_dir``: ``counts.csv`` (``frame,time_s,count``), ``vis.mp4`` (the counted frames with
     their points and count drawn, at the source's frame rate divided by ``frame_stride``) and with
     ``save_frame_points`` ``points/<frame>.csv``, all written frame by frame: Ctrl-C keeps what was
-    counted. Ctrl-C ends a camera or stream normally; for a file it is raised again once everything is
+    counted. ``exclusions`` and ``zones`` (checked polygons, ``inference.zones``) drop points and count
+    them per zone: a column each in ``counts.csv``, outlined in ``vis.mp4``. Ctrl-C ends a camera or stream
+    normally; for a file it is raised again once everything is
     written. Returns 0, or ``EXIT_SKIPPED`` when the source cannot be opened or the file ends before
     the frame count it declares.
     """
@@ -35,20 +38,22 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     try:
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
+        zones = zones or {}
         counts_csv = CountsCsv(output_dir / "counts.csv" if output_dir is not None else None,
-                               ["frame", "time_s", "count"])
+                               ["frame", "time_s", "count", *zones])
         if output_dir is not None:
             writer = VideoWriter(output_dir / "vis.mp4", (video.fps or FALLBACK_FPS) / frame_stride)
         total = -(-video.frame_count // frame_stride) if video.frame_count else None
         for index, time_s, rgb in tqdm(video, total=total, desc=name, unit="frame", disable=None):
-            result = counter.predict(rgb)
+            result = counter.predict(rgb, zones=zones, exclude=exclusions)
             counts.append(result["count"])
             last = index
-            say(f"frame {index} ({time_s:.2f} s): {result['count']}")
+            say(f"frame {index} ({time_s:.2f} s): {describe(result['count'], result['zones'])}")
             if output_dir is None:
                 continue
-            counts_csv.add([index, f"{time_s:.3f}", result["count"]])
-            writer.write(draw_label(draw_points(rgb, result["points"]), f"frame {index}: {result['count']} people"))
+            counts_csv.add([index, f"{time_s:.3f}", result["count"], *(result["zones"][zone] for zone in zones)])
+            picture = draw_zones(draw_points(rgb, result["points"]), zones, result["zones"], exclusions)
+            writer.write(draw_label(picture, f"frame {index}: {result['count']} people"))
             if save_frame_points:
                 write_points_csv(output_dir / "points" / f"{index:06d}.csv", result["points"], result["scores"])
     except KeyboardInterrupt:

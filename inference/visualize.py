@@ -72,3 +72,31 @@ def plot_counts(records, path, title_prefix=""):
     if folder:
         os.makedirs(folder, exist_ok=True)
     figure.savefig(path, format="png")
+
+
+ZONE_COLORS = ((0, 200, 255), (255, 200, 0), (120, 255, 120), (255, 120, 255), (255, 255, 255), (255, 140, 0))
+
+
+def draw_zones(rgb: np.ndarray, zones: dict = None, counts: dict = None, exclusions: dict = None) -> np.ndarray:
+    """A copy of ``H x W x 3`` uint8 RGB ``rgb`` with the ``exclusions`` polygons shaded and each of ``zones``
+    (name -> ``[V, 2]`` pixels) outlined in its own colour and labelled with its name and count."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    if exclusions:
+        shade = canvas.copy()
+        for polygon in exclusions.values():
+            cv2.fillPoly(shade, [np.round(polygon).astype(np.int32)], (40, 40, 40), lineType=cv2.LINE_AA)
+        canvas = cv2.addWeighted(shade, 0.6, canvas, 0.4, 0)
+    thickness = max(1, int(round(max(canvas.shape[:2]) * 0.002)))
+    scale = max(0.4, canvas.shape[0] / 1400)
+    for index, (name, polygon) in enumerate((zones or {}).items()):
+        color = ZONE_COLORS[index % len(ZONE_COLORS)]
+        vertices = np.round(polygon).astype(np.int32)
+        cv2.polylines(canvas, [vertices], True, color, thickness, lineType=cv2.LINE_AA)
+        text = f"{name}: {counts[name]}" if counts and name in counts else name
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        x = int(np.clip(vertices[:, 0].min(), 0, max(canvas.shape[1] - width, 0)))
+        y = int(np.clip(vertices[:, 1].min() - baseline - 2, height + 2, canvas.shape[0] - baseline - 1))
+        # On a dark box, so that the label reads over a crowd's points.
+        cv2.rectangle(canvas, (x - 1, y - height - 2), (x + width + 1, y + baseline), (0, 0, 0), thickness=-1)
+        cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, lineType=cv2.LINE_AA)
+    return canvas
