@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--exclude", default=None, metavar="FILE",
                        help="the same form: points inside any of these polygons are dropped before anything else "
                             "(rooftops, billboards); shaded in the pictures")
+    group.add_argument("--save_density", action="store_true",
+                       help="with --output_dir: also write density/<stem>.npy (float32, the picture's size, "
+                            "summing to its count) and density/<stem>.jpg (the heatmap over the picture); for a "
+                            "video heatmap.jpg (where people stood) and counts.png (counts over time)")
+    group.add_argument("--density_sigma", type=positive_float, default=None, metavar="S",
+                       help="Gaussian sigma of the density maps in pixels (default: adaptive, 0.3 times the "
+                            "mean distance to the 3 nearest heads)")
     return parser
 
 
@@ -107,12 +114,14 @@ def main(argv=None) -> int:
     video = video_source(args.input) if args.input is not None else None
     if video is not None and args.save_restored:
         parser.error("--save_restored writes restored pictures; it does not apply to video input")
-    if args.dataset_file is not None and (args.zones or args.exclude):
-        parser.error("--zones and --exclude count areas of your own pictures (--input); a dataset's metrics "
-                     "compare whole pictures")
+    if args.dataset_file is not None and (args.zones or args.exclude or args.save_density):
+        parser.error("--zones, --exclude and --save_density are for your own pictures (--input); a dataset's "
+                     "metrics compare whole pictures")
+    if args.save_density and not args.output_dir:
+        parser.error("--save_density writes density maps: give --output_dir")
     try:
         if args.output_dir:
-            check_output_dir(Path(args.output_dir), ("points", "vis", "restored"))
+            check_output_dir(Path(args.output_dir), ("points", "vis", "restored", "density"))
         zones = read_polygons(args.zones) if args.zones else {}
         exclusions = read_polygons(args.exclude) if args.exclude else {}
         state = init_distributed(resolve_device(args.device))
@@ -135,9 +144,10 @@ def main(argv=None) -> int:
             if isinstance(video, Path) and not video.is_file():
                 raise FileNotFoundError(f"--input {video}: no such file")
             return count_video(counter, video, output_dir, args.frame_stride, args.save_frame_points, zones,
-                               exclusions)
+                               exclusions, args.save_density, args.density_sigma)
         return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state,
-                            args.frame_stride, args.save_frame_points, zones, exclusions)
+                            args.frame_stride, args.save_frame_points, zones, exclusions, args.save_density,
+                            args.density_sigma)
     except BrokenPipeError:
         raise  # output piped into a program that stopped reading: run_script ends quietly
     except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:

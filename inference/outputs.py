@@ -4,11 +4,13 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from crowd_datasets.image_io import write_rgb
 
-from .visualize import draw_points, draw_zones
+from .density import density_map
+from .visualize import draw_density, draw_points, draw_zones
 
 
 def say(line: str, file=None) -> None:
@@ -64,12 +66,18 @@ def write_points_csv(path: Path, points, scores) -> None:
 
 
 def write_picture_outputs(output_dir: Path, stem: str, rgb, result: dict, zones: dict = None,
-                          exclusions: dict = None) -> None:
+                          exclusions: dict = None, save_density: bool = False, density_sigma: float = None) -> None:
     """A counted picture's files: ``points/<stem>.csv``, ``vis/<stem>.jpg`` (its points drawn, with the
-    ``zones`` outlined and the ``exclusions`` shaded) and, when ``result`` (from ``Counter.predict``) holds
-    the restored view, ``restored/<stem>.jpg``."""
+    ``zones`` outlined and the ``exclusions`` shaded), when ``result`` (from ``Counter.predict``) holds the
+    restored view ``restored/<stem>.jpg``, and with ``save_density`` ``density/<stem>.npy`` (float32 ``[H, W]``,
+    summing to the count; ``inference.density``) and ``density/<stem>.jpg`` (it over the picture)."""
     write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
     vis = draw_zones(draw_points(rgb, result["points"]), zones, result.get("zones"), exclusions)
     write_rgb(output_dir / "vis" / f"{stem}.jpg", vis)
     if "restored" in result:
         write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
+    if save_density:
+        density = density_map(result["points"], *rgb.shape[:2], density_sigma)
+        (output_dir / "density").mkdir(parents=True, exist_ok=True)
+        np.save(output_dir / "density" / f"{stem}.npy", density)
+        write_rgb(output_dir / "density" / f"{stem}.jpg", draw_density(rgb, density))

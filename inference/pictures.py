@@ -22,15 +22,17 @@ from .zones import describe, zones_outside
 
 def count_images(counter: Counter, input_path: Path, output_dir: Path = None, save_restored: bool = False,
                  num_workers: int = 2, state: DistributedState = DistributedState(), frame_stride: int = 1,
-                 save_frame_points: bool = False, zones: dict = None, exclusions: dict = None) -> int:
+                 save_frame_points: bool = False, zones: dict = None, exclusions: dict = None,
+                 save_density: bool = False, density_sigma: float = None) -> int:
     """Count people in every image and video under ``input_path``; print a line per image and a summary.
     With ``save_restored`` also write the restoration module's output to ``output_dir/restored/``.
     ``num_workers`` loader processes decode the next pictures while the network counts. Each video is
     counted by ``count_video`` into ``output_dir/<its name>/``. ``exclusions`` and ``zones`` (checked
     polygons, see ``inference.zones``) drop points and count them per zone: a column each in ``counts.csv``,
-    outlined in ``vis/``. Under ``torchrun`` each process counts
-    every ``world_size``-th file and the first writes ``counts.csv`` and the summary for all, as one
-    process would.
+    outlined in ``vis/``. ``save_density`` also writes each picture's density map (``density/``; videos:
+    ``heatmap.jpg`` and ``counts.png``), with Gaussians of ``density_sigma`` pixels or adaptive ones.
+    Under ``torchrun`` each process counts every ``world_size``-th file and the first writes
+    ``counts.csv`` and the summary for all, as one process would.
 
     Returns the process exit code: 0, or ``EXIT_SKIPPED`` when some file was not a readable image or
     video (not under torchrun, which reports any exit code but 0 as a failed run).
@@ -54,7 +56,8 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
             if reason is None and rgb is None:
                 videos += 1
                 video_dir = output_dir / stems[path] if output_dir is not None else None
-                if count_video(counter, path, video_dir, frame_stride, save_frame_points, zones, exclusions) != 0:
+                if count_video(counter, path, video_dir, frame_stride, save_frame_points, zones, exclusions,
+                               save_density, density_sigma) != 0:
                     skipped.append(index)
                 continue
             if reason is not None:
@@ -71,7 +74,8 @@ def count_images(counter: Counter, input_path: Path, output_dir: Path = None, sa
                         "and counts 0 there", file=sys.stderr)
             say(f"{name}: {describe(result['count'], result['zones'])}")
             if output_dir is not None:
-                write_picture_outputs(output_dir, stems[path], rgb, result, zones, exclusions)
+                write_picture_outputs(output_dir, stems[path], rgb, result, zones, exclusions, save_density,
+                                      density_sigma)
             counts_csv.add([name, result["count"], *zone_values])
     gathered = all_gather_objects((rows, skipped, videos))
     rows = sorted(row for part, _, _ in gathered for row in part)

@@ -100,3 +100,53 @@ def draw_zones(rgb: np.ndarray, zones: dict = None, counts: dict = None, exclusi
         cv2.rectangle(canvas, (x - 1, y - height - 2), (x + width + 1, y + baseline), (0, 0, 0), thickness=-1)
         cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, lineType=cv2.LINE_AA)
     return canvas
+
+
+def draw_density(rgb: np.ndarray, density: np.ndarray, label: str = "people per pixel") -> np.ndarray:
+    """``rgb`` (``H x W x 3`` uint8) with ``density`` (float ``[H, W]``) over it as a heatmap, transparent where
+    nobody is, and a colour scale at the right from 0 to the map's largest value."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    peak = float(density.max()) if density.size else 0.0
+    level = np.clip(density / peak, 0, 1) if peak > 0 else np.zeros_like(density)
+    heat = cv2.applyColorMap(np.round(level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    weight = (0.7 * np.sqrt(level))[:, :, None]
+    canvas = np.round(canvas * (1 - weight) + heat * weight).astype(np.uint8)
+    height, width = canvas.shape[:2]
+    bar_width, margin = max(8, width // 60), max(4, width // 100)
+    bar_top, bar_bottom = margin + 14, height - margin
+    if bar_bottom - bar_top > 10:
+        ramp = np.linspace(255, 0, bar_bottom - bar_top).astype(np.uint8)[:, None].repeat(bar_width, axis=1)
+        bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[:, :, ::-1]
+        canvas[bar_top:bar_bottom, width - margin - bar_width:width - margin] = bar
+        scale = max(0.35, height / 1600)
+        text = f"{peak:.3g} {label}"
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x = max(0, width - margin - text_width)
+        cv2.rectangle(canvas, (x - 2, 0), (width, bar_top - 2), (0, 0, 0), thickness=-1)
+        cv2.putText(canvas, text, (x, bar_top - 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    lineType=cv2.LINE_AA)
+    return canvas
+
+
+def plot_counts_over_time(times: list, counts: list, zone_counts: dict, path, title: str = "") -> None:
+    """Save a PNG line chart of ``counts`` (and each zone's, name -> list) against ``times`` (seconds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot(times, counts, label="count", linewidth=2)
+    for name, values in zone_counts.items():
+        axes.plot(times, values, label=name, linewidth=1)
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("people")
+    axes.set_ylim(bottom=0)
+    if title:
+        axes.set_title(title)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, format="png")

@@ -173,11 +173,11 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
     predict = Counter.predict
     calls = []
 
-    def interrupted_at_the_fourth_frame(self, image, restore=False):
+    def interrupted_at_the_fourth_frame(self, image, **options):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return predict(self, image, restore)
+        return predict(self, image, **options)
 
     monkeypatch.setattr(Counter, "predict", interrupted_at_the_fourth_frame)
     out = tmp_path / "file"
@@ -204,12 +204,12 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
                                                                           capsys, stride):
     predict = Counter.predict
 
-    def slow(self, image, restore=False):
+    def slow(self, image, **options):
         # A network slower than the stream, deterministically: it returns only once the reader thread has
         # taken every frame of the clip, so the next frame counted must be the newest, the last one.
         Stream.opened[-1].reader.join(timeout=120)
         assert not Stream.opened[-1].reader.is_alive()
-        return predict(self, image, restore)
+        return predict(self, image, **options)
 
     monkeypatch.setattr(Counter, "predict", slow)
     monkeypatch.setattr(inference.video, "VideoSource", Stream)
@@ -291,3 +291,23 @@ def test_zones_of_a_video_get_a_column_each_counted_from_the_frame_points(clip, 
         for name, polygon in zones.items():
             assert int(row[name]) == int(inside(points.reshape(-1, 2), polygon).sum())
     assert sum(int(row["left"]) for row in rows) > 0 and sum(int(row["middle"]) for row in rows) > 0
+
+
+def test_a_videos_heatmap_and_count_chart_are_written_at_the_end_and_on_ctrl_c(clip, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "whole"
+    args = ["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"), "--save_density"]
+    assert run_test.main(args + ["--output_dir", str(out)]) == 0
+    assert cv2.imread(str(out / "heatmap.jpg")).shape == (240, 320, 3)
+    assert cv2.imread(str(out / "counts.png")) is not None
+    assert "heatmap.jpg" in capsys.readouterr().out
+    predict, calls = Counter.predict, []
+
+    def interrupted_at_the_third_frame(self, image, **options):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return predict(self, image, **options)
+
+    monkeypatch.setattr(Counter, "predict", interrupted_at_the_third_frame)
+    assert run_test.main(args + ["--output_dir", str(tmp_path / "cut")]) == EXIT_INTERRUPTED
+    assert (tmp_path / "cut" / "heatmap.jpg").is_file() and (tmp_path / "cut" / "counts.png").is_file()

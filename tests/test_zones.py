@@ -133,4 +133,5 @@ def test_a_name_given_twice_and_zones_with_a_dataset_are_refused(tmp_path, capsy
         read_polygons(tmp_path / "twice.json")
     with pytest.raises(SystemExit) as stop:
         run_test.main(["--weight_path", "w.pth", "--dataset_file", "Demo_Hazy", "--zones", "twice.json"])
-    assert stop.value.code == 2 and "--zones and --exclude count areas of your own pictures" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and "--zones, --exclude and --save_density are for your own pictures" in error
