@@ -167,3 +167,70 @@ def test_csv_split_places_a_csv_without_split_column_and_overwrite_replaces_the_
     assert sorted(points_by_name(dst, "train")) == ["a", "b", "c"]
     for name, (points, _) in points_by_name(dst, "train").items():
         np.testing.assert_array_equal(points, np.array(POINTS[name], dtype=np.float32).reshape(-1, 2))
+
+
+def labelme_file(path, image_name, points, size):
+    """A LabelMe 5 annotation as LabelMe saves it: heads as point shapes, the picture beside it."""
+    shapes = [{"label": "head", "points": [[x, y]], "group_id": None, "description": "", "shape_type": "point",
+               "flags": {}, "mask": None} for x, y in points]
+    path.write_text(json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image_name,
+                                "imageData": None, "imageHeight": size[1], "imageWidth": size[0]}, indent=2))
+
+
+def labelme_release(root):
+    root.mkdir(parents=True)
+    for seed, (name, points) in enumerate(POINTS.items()):
+        picture(root / f"{name}.jpg", seed)
+        labelme_file(root / f"{name}.json", f"{name}.jpg", points, SIZE)
+    picture(root / "unlabelled.jpg", 9)
+    return root
+
+
+def cvat_release(root):
+    """A "CVAT for images 1.1" export: annotations.xml beside images/, coordinates with 2 decimals."""
+    (root / "images").mkdir(parents=True)
+    images = []
+    for index, (name, points) in enumerate(POINTS.items()):
+        picture(root / "images" / f"{name}.png", index)
+        coordinates = ";".join(f"{x:.2f},{y:.2f}" for x, y in points)
+        shape = (f'    <points label="head" source="manual" occluded="0" points="{coordinates}" z_order="0">\n'
+                 "    </points>\n") if points else ""
+        images.append(f'  <image id="{index}" name="{name}.png" width="{SIZE[0]}" height="{SIZE[1]}">\n{shape}'
+                      "  </image>\n")
+    (root / "annotations.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n'
+                                          "  <version>1.1</version>\n  <meta>\n    <task>\n      <name>site</name>\n"
+                                          "    </task>\n  </meta>\n" + "".join(images) + "</annotations>\n")
+    return root / "annotations.xml"
+
+
+@pytest.mark.parametrize("release", ["labelme", "cvat"])
+def test_your_own_labels_become_a_custom_dataset_split_by_test_every(tmp_path, release, capsys):
+    src = {"labelme": labelme_release, "cvat": cvat_release}[release](tmp_path / "release")
+    # a, b, c in name order: every 3rd goes to test, which is the split SPLIT gives them.
+    assert prepare_dataset.main(["--format", release, "--src", str(src), "--dst", str(tmp_path / "out"),
+                                 "--split", "train", "--test_every", "3"]) == 0
+    printed = capsys.readouterr()
+    assert "converted 2 train, 1 test images with 3 points" in printed.out
+    if release == "labelme":
+        assert "1 picture(s) without a LabelMe file left out: unlabelled.jpg" in printed.err
+    for split in ("train", "test"):
+        converted = points_by_name(tmp_path / "out", split)
+        assert sorted(converted) == sorted(name for name in POINTS if SPLIT[name] == split)
+        for name, (points, shape) in converted.items():
+            expected = np.array(POINTS[name], dtype=np.float64).reshape(-1, 2)
+            if release == "cvat":
+                expected = np.array([[float(f"{value:.2f}") for value in row] for row in expected]).reshape(-1, 2)
+            np.testing.assert_array_equal(points, expected.astype(np.float32))
+            assert shape == (SIZE[1], SIZE[0])
+
+
+def test_bad_labelme_and_cvat_files_are_one_line(tmp_path, capsys):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.json").write_text("{not json")
+    assert prepare_dataset.main(["--format", "labelme", "--src", str(tmp_path / "labels"),
+                                 "--dst", str(tmp_path / "out")]) == 1
+    assert "a.json: not a LabelMe file" in capsys.readouterr().err
+    (tmp_path / "bad.xml").write_text('<annotations><image name="gone.png"></image></annotations>')
+    assert prepare_dataset.main(["--format", "cvat", "--src", str(tmp_path / "bad.xml"),
+                                 "--dst", str(tmp_path / "out")]) == 1
+    assert "picture 'gone.png' is neither beside it nor in images/" in capsys.readouterr().err

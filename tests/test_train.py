@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -278,3 +279,33 @@ def test_bad_files_read_in_loader_workers_give_the_one_line_error_of_the_main_pr
                           "test.list", "--weight_path", str(checkpoint)]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and "IMG_1.png" in error[0], error
+
+
+@pytest.mark.slow
+def test_a_few_labelled_frames_of_ones_own_camera_fine_tune_a_released_checkpoint(tmp_path, capsys):
+    """docs/datasets.md's path: label frames in LabelMe, convert them, start from a checkpoint."""
+    from crowd_datasets.demo import make_scene
+    from crowd_datasets.image_io import write_rgb
+
+    frames = tmp_path / "camera"
+    frames.mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(6):
+        scene = make_scene(rng, (160, 128))
+        write_rgb(frames / f"frame_{index:03d}.jpg", scene.image)
+        shapes = [{"label": "head", "points": [[float(x), float(y)]], "group_id": None, "description": "",
+                   "shape_type": "point", "flags": {}, "mask": None} for x, y in scene.points]
+        (frames / f"frame_{index:03d}.json").write_text(json.dumps({
+            "version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"frame_{index:03d}.jpg",
+            "imageData": None, "imageHeight": 128, "imageWidth": 160}))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "prepare_dataset.py"), "--format", "labelme", "--src",
+                    str(frames), "--dst", str(site), "--split", "train", "--test_every", "3"], check=True,
+                   capture_output=True)
+    random_checkpoint(tmp_path / "released.pth")
+    assert train.main(["--init_weights", str(tmp_path / "released.pth"), "--dataset_file", "Custom", "--data_root",
+                       str(site), "--train_list", "train.list", "--test_list", "test.list", "--epochs", "1",
+                       "--output_dir", str(tmp_path / "run")] + SMALL_RUN) == 0
+    printed = capsys.readouterr().out
+    assert f"network: weights from {tmp_path / 'released.pth'}" in printed
+    assert (tmp_path / "run" / "best_mae.pth").is_file()

@@ -10,12 +10,17 @@ problems are reported per file and in the summary, and nothing is dropped withou
 
     python tools/prepare_dataset.py --format shanghaitech --src ShanghaiTech/part_A --dst data/SHA
     python tools/prepare_dataset.py --format jhu --src jhu_crowd_v2.0 --dst data/JHU --max_side 2048
+    python tools/prepare_dataset.py --format labelme --src my_camera/ --dst data/site --split train --test_every 5
+
+Your own site's labels: ``labelme`` (a folder of pictures with LabelMe JSON files whose ``point`` shapes
+are heads) and ``cvat`` (a "CVAT for images 1.1" XML file whose ``points`` elements are heads).
 """
 import argparse
 import csv
 import json
 import shutil
 import sys
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +36,16 @@ from crowd_datasets.annotations import points_outside, read_points  # noqa: E402
 from crowd_datasets.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_rgb  # noqa: E402
 from util.script import EXIT_FAILED, EXIT_SKIPPED, error_line, run_script  # noqa: E402
 
-FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv")
+FORMATS = ("shanghaitech", "qnrf", "jhu", "nwpu", "csv", "labelme", "cvat")
 
 
 @dataclass
 class Item:
-    """One image of the release: its ``split`` ("train", "val" or "test"), file, and ``points``
-    (float64 ``[N, 2]``, ``(x, y)`` pixels) read from ``source`` (named in messages)."""
+    """One image of the release: its ``split`` ("train", "val" or "test"; ``None`` where the release does
+    not say, for ``--split`` and ``--test_every`` to decide), file, and ``points`` (float64 ``[N, 2]``,
+    ``(x, y)`` pixels) read from ``source`` (named in messages)."""
 
-    split: str
+    split: object
     image: Path
     points: np.ndarray
     source: str
@@ -118,7 +124,7 @@ def nwpu_items(src: Path) -> list:
     return items
 
 
-def csv_items(src: Path, default_split: str) -> list:
+def csv_items(src: Path) -> list:
     """A CSV file with a header ``image,x,y`` (and optionally ``split``): one row per head, image paths
     relative to the CSV's folder; an image without heads has one row with empty ``x`` and ``y``."""
     if not src.is_file():
@@ -130,8 +136,8 @@ def csv_items(src: Path, default_split: str) -> list:
             raise ValueError(f"--src {src}: the header must name image, x and y (and optionally split), "
                              f"got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            split = (row.get("split") or default_split).strip()
-            if split not in ("train", "val", "test"):
+            split = (row.get("split") or "").strip() or None
+            if split not in ("train", "val", "test", None):
                 raise ValueError(f"{src}, line {line}: split must be train, val or test, got {split!r}")
             key = (split, row["image"].strip())
             rows.setdefault(key, [])
@@ -143,6 +149,69 @@ def csv_items(src: Path, default_split: str) -> list:
         items.append(Item(split, src.parent / image, np.asarray(points, dtype=np.float64).reshape(-1, 2),
                           f"{src} ({image})", name))
     return items
+
+
+def labelme_items(src: Path, say) -> list:
+    """A folder of pictures and the LabelMe files (``*.json``, any version) labelling them: each file's
+    ``point`` shapes are heads; ``imagePath`` names its picture (relative to the file). Pictures without
+    a LabelMe file are left out, with a line naming them."""
+    files = sorted(require(src, "LabelMe: a folder of pictures and their .json files").glob("*.json"))
+    items, labelled = [], set()
+    for path in files:
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+            shapes = content["shapes"]
+            image = (path.parent / content.get("imagePath", "")).resolve()
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a LabelMe file ({error})") from None
+        if not image.is_file():
+            image = next((p for p in images_in(path.parent) if p.stem == path.stem), None)
+            if image is None:
+                raise FileNotFoundError(f"{path}: its picture {content.get('imagePath')!r} is not in {path.parent}")
+        points = [shape["points"][0] for shape in shapes if shape.get("shape_type") == "point" and shape.get("points")]
+        items.append(Item(None, image, np.asarray(points, dtype=np.float64).reshape(-1, 2), str(path)))
+        labelled.add(image.resolve())
+    unlabelled = [p.name for p in images_in(src) if p.resolve() not in labelled]
+    if unlabelled:
+        say(f"{src}: {len(unlabelled)} picture(s) without a LabelMe file left out: {', '.join(unlabelled[:5])}"
+            + (", ..." if len(unlabelled) > 5 else ""))
+    return items
+
+
+def cvat_items(src: Path) -> list:
+    """A "CVAT for images 1.1" XML file: each ``<image name=...>`` with its ``<points points="x,y;x,y">``
+    elements as heads; pictures are found by ``name`` beside the file or in its ``images/`` folder."""
+    if not src.is_file():
+        raise FileNotFoundError(f"--src {src}: no such file (expected the annotations.xml of a CVAT for images "
+                                "1.1 export)")
+    try:
+        root = ElementTree.parse(src).getroot()
+    except ElementTree.ParseError as error:
+        raise ValueError(f"{src}: not an XML file ({error})") from None
+    items = []
+    for element in root.iter("image"):
+        name = element.get("name", "")
+        image = next((path for path in (src.parent / name, src.parent / "images" / name) if path.is_file()), None)
+        if image is None:
+            raise FileNotFoundError(f"{src}: picture {name!r} is neither beside it nor in images/")
+        points = []
+        for shape in element.iter("points"):
+            try:
+                points += [[float(value) for value in pair.split(",")] for pair in shape.get("points", "").split(";")]
+            except ValueError:
+                raise ValueError(f"{src}: picture {name!r} has points that are not numbers: "
+                                 f"{shape.get('points')!r}") from None
+        items.append(Item(None, image, np.asarray(points, dtype=np.float64).reshape(-1, 2), f"{src} ({name})",
+                          name.replace("/", "_").replace("\\", "_")))
+    return items
+
+
+def assign_splits(items: list, split: str, test_every: int) -> None:
+    """Give the items whose release names no split ``split``, except every ``test_every``-th of them (in
+    the order of their file names), which go to the test split."""
+    undecided = sorted((item for item in items if item.split is None), key=lambda item: str(item.image))
+    for position, item in enumerate(undecided, start=1):
+        item.split = "test" if test_every and position % test_every == 0 else split
 
 
 def check_points(item: Item, width: int, height: int, say) -> tuple:
@@ -199,12 +268,18 @@ def parse_args(argv=None):
     parser.add_argument("--max_side", type=int, default=0,
                         help="downsize images whose longer side exceeds this many pixels, with their points "
                              "(1536-2048 is usual for QNRF, JHU and NWPU); 0 keeps every size")
-    parser.add_argument("--csv_split", default="test", choices=["train", "val", "test"],
-                        help="csv: the split of rows without a split column")
+    parser.add_argument("--split", "--csv_split", dest="split", default="test", choices=["train", "val", "test"],
+                        help="the split of pictures whose release names none (csv rows without a split column, "
+                             "labelme, cvat)")
+    parser.add_argument("--test_every", type=int, default=0,
+                        help="of those pictures, every N-th (in name order) goes to the test split instead, "
+                             "e.g. --split train --test_every 5 for 80 %% train; 0: none")
     parser.add_argument("--overwrite", action="store_true", help="write into a --dst that already holds lists")
     args = parser.parse_args(argv)
     if args.max_side < 0:
         parser.error(f"--max_side must be 0 or positive, got {args.max_side}")
+    if args.test_every < 0:
+        parser.error(f"--test_every must be 0 or positive, got {args.test_every}")
     return args
 
 
@@ -220,15 +295,16 @@ def main(argv=None) -> int:
         if existing and not args.overwrite:
             raise ValueError(f"--dst {dst} already holds {', '.join(existing)}; choose another folder or pass "
                              "--overwrite")
+        say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
         readers = {"shanghaitech": shanghaitech_items, "qnrf": qnrf_items, "jhu": jhu_items, "nwpu": nwpu_items,
-                   "csv": lambda path: csv_items(path, args.csv_split)}
+                   "csv": csv_items, "labelme": lambda path: labelme_items(path, say), "cvat": cvat_items}
         items = readers[args.format](src)
+        assign_splits(items, args.split, args.test_every)
         if not items:
             raise ValueError(f"--src {src}: no images found in the {args.format} layout")
         lines, points, problems = {}, 0, 0
         for item in tqdm(items, desc="converting", unit="img", disable=None):
-            line, count, problem = convert(item, dst, args.max_side,
-                                           lambda message: tqdm.write(message, file=sys.stderr))
+            line, count, problem = convert(item, dst, args.max_side, say)
             lines.setdefault(item.split, []).append(line)
             points, problems = points + count, problems + problem
     except (OSError, ValueError, KeyError, ImageReadError) as error:
