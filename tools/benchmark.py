@@ -16,6 +16,7 @@ Sections (``--only``, comma separated):
   with the pictures decoded in the main process and in 2 loader workers.
 - ``onnx``: images/s of the checkpoint exported to ONNX and run by onnxruntime against exact and fast
   mode, at 512x384 and 1024x768.
+- ``zones``: what 5 zones and 1 exclusion of 50 vertices on 5,000 points add to a 1920x1080 picture.
 - ``irm``: the restoration module's parameters and its share of the training FLOPs.
 - ``loader``: samples/s of the training data pipeline against the samples/s a training step uses.
 - ``training``: one training step in fp32 and with ``--amp`` for 1, 2 and 8 images x ``--num_crops`` crops.
@@ -35,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark_inference import bench_folder, bench_inference, bench_onnx  # noqa: E402
+from benchmark_inference import bench_folder, bench_inference, bench_onnx, bench_zones  # noqa: E402
 from benchmark_training import bench_irm, bench_loader, bench_training  # noqa: E402
 from models.precision import autocast_dtype  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
@@ -43,8 +44,8 @@ from measure import machine_header  # noqa: E402
 from util.script import configure_malloc  # noqa: E402
 from inference.parity import fixtures_dir  # noqa: E402
 
-SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "irm": bench_irm,
-            "loader": bench_loader, "training": bench_training}
+SECTIONS = {"inference": bench_inference, "folder": bench_folder, "onnx": bench_onnx, "zones": bench_zones,
+            "irm": bench_irm, "loader": bench_loader, "training": bench_training}
 SHARED = fixtures_dir()
 DEFAULT_IMAGE = next(path for path in (SHARED / "real_samples" / "A_IMG_160.jpg", ROOT / "assets" / "demo" /
                                        "hazy_street.jpg") if path.is_file() or path.parent.name == "demo")
@@ -96,7 +97,7 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.crop_size < 16 or args.crop_size % 16:
         parser.error(f"--crop_size must be a positive multiple of 16, got {args.crop_size}")
-    if {"inference", "folder", "onnx"} & set(sections) and not Path(args.image).is_file():
+    if {"inference", "folder", "onnx", "zones"} & set(sections) and not Path(args.image).is_file():
         parser.error(f"--image {args.image}: no such file")
     return args
 

@@ -208,3 +208,41 @@ def bench_onnx(args, device: torch.device) -> None:
                 f"steady-state median of {args.runs} rounds in turn after {args.warmup} warm-up",
                 ["input", "mode", "ms/image", "images/s", "vs exact", "count", "max |logit - exact|",
                  "max |point - exact| px"], rows)
+
+
+# docs/design.md ("Goals"): zones and exclusions add under 5 % to a 1920x1080 picture's time.
+ZONES_MAX_SHARE = 0.05
+
+
+def regular_polygon(centre: tuple, radius: float, vertices: int, wobble: float, rng) -> list:
+    angles = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
+    radii = radius * (1 + wobble * rng.uniform(-1, 1, vertices))
+    return [[centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)] for a, r in zip(angles, radii)]
+
+
+def bench_zones(args, device: torch.device) -> None:
+    """What zones and exclusions add to counting a 1920x1080 picture (exact mode): 5 zones and 1 exclusion
+    of 50 vertices each, on 5,000 points, against the picture's whole ``Counter.predict``."""
+    from inference.zones import check_polygons, outside_all, zone_counts
+
+    network, _ = load_network(args.weight_path)
+    counter = Counter(network, device=device)
+    picture = cv2.resize(read_rgb(args.image), (1920, 1080), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    zones = check_polygons({f"zone{k}": regular_polygon((300 + 330 * k, 540), 260, 50, 0.3, rng) for k in range(5)},
+                           "zones")
+    exclusions = check_polygons({"roof": regular_polygon((960, 120), 400, 50, 0.2, rng)}, "exclude")
+    points = rng.uniform((0, 0), (1920, 1080), size=(5000, 2))
+
+    def areas():
+        kept = points[outside_all(points, exclusions)]
+        return zone_counts(kept, zones)
+
+    seconds = interleaved_medians({"predict": lambda: counter.predict(picture), "zones": areas}, device,
+                                  args.runs, args.warmup)
+    share = seconds["zones"] / seconds["predict"]
+    print_table(f"zones: 1920x1080 picture, exact mode; 5 zones and 1 exclusion of 50 vertices, 5,000 points; "
+                f"median of {args.runs}", ["step", "ms"],
+                [["Counter.predict (the whole picture)", f"{1000 * seconds['predict']:.1f}"],
+                 ["exclusion + 5 zone counts", f"{1000 * seconds['zones']:.2f}"]])
+    print(f"zones add <= {ZONES_MAX_SHARE:.0%} to the picture's time: {share:.2%} {verdict(share <= ZONES_MAX_SHARE)}")
