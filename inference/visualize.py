@@ -67,11 +67,7 @@ def plot_counts(records, path, title_prefix=""):
     title = f"MAE {mae:.2f} ({len(records)} images)"
     axes.set_title(f"{title_prefix.rstrip()} {title}" if title_prefix.strip() else title)
     axes.legend(loc="upper left")
-    figure.tight_layout()
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, format="png")
+    save_figure(figure, path)
 
 
 ZONE_COLORS = ((0, 200, 255), (255, 200, 0), (120, 255, 120), (255, 120, 255), (255, 255, 255), (255, 140, 0))
@@ -145,6 +141,11 @@ def plot_counts_over_time(times: list, counts: list, zone_counts: dict, path, ti
     if title:
         axes.set_title(title)
     axes.legend(loc="upper left")
+    save_figure(figure, path)
+
+
+def save_figure(figure, path) -> None:
+    """Write a matplotlib ``figure`` as a PNG at ``path``, its folder made if missing."""
     figure.tight_layout()
     folder = os.path.dirname(os.fspath(path))
     if folder:
