@@ -14,7 +14,7 @@ from .inputs import source_name
 from .outputs import CountsCsv, say, write_points_csv
 from .video_io import FALLBACK_FPS, VideoError, VideoSource, VideoWriter
 from .visualize import draw_density, draw_label, draw_points, draw_zones, plot_counts_over_time
-from .zones import describe
+from .zones import describe, zones_outside
 
 
 def count_video(counter: Counter, source, output_dir: Path = None, frame_stride: int = 1,
@@ -53,6 +53,10 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
         total = -(-video.frame_count // frame_stride) if video.frame_count else None
         for index, time_s, rgb in tqdm(video, total=total, desc=name, unit="frame", disable=None):
             result = counter.predict(rgb, zones=zones, exclude=exclusions)
+            if not counts:
+                for zone in zones_outside(zones, *rgb.shape[:2]):
+                    say(f"warning: zone {zone!r} lies wholly outside {name}'s frames ({rgb.shape[1]} x "
+                        f"{rgb.shape[0]} px) and counts 0 there", file=sys.stderr)
             counts.append(result["count"])
             last = index
             say(f"frame {index} ({time_s:.2f} s): {describe(result['count'], result['zones'])}")

@@ -272,17 +272,19 @@ def test_cameras_and_stream_urls_are_told_from_files_and_printed_without_credent
     assert source_name(Path("videos/clip.mp4")) == "clip.mp4"
 
 
-def test_zones_of_a_video_get_a_column_each_counted_from_the_frame_points(clip, tmp_path):
+def test_zones_of_a_video_get_a_column_each_counted_from_the_frame_points(clip, tmp_path, capsys):
     from inference.zones import inside, read_polygons
 
     (tmp_path / "zones.json").write_text('{"left": [[0, 0], [160, 0], [160, 240], [0, 240]], '
-                                         '"middle": [[100, 60], [220, 60], [220, 180], [100, 180]]}')
+                                         '"middle": [[100, 60], [220, 60], [220, 180], [100, 180]], '
+                                         '"away": [[900, 900], [990, 900], [990, 990]]}')
     out = tmp_path / "out"
     assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
                           "--output_dir", str(out), "--zones", str(tmp_path / "zones.json"),
                           "--save_frame_points"]) == 0
     rows = read_csv(out / "counts.csv")
-    assert list(rows[0]) == ["frame", "time_s", "count", "left", "middle"]
+    assert list(rows[0]) == ["frame", "time_s", "count", "left", "middle", "away"]
+    assert capsys.readouterr().err.count("warning: zone 'away' lies wholly outside clip.mp4's frames") == 1
     zones = read_polygons(tmp_path / "zones.json")
     for row in rows:
         points = np.array([[float(p["x"]), float(p["y"])] for p in read_csv(out / "points" /
