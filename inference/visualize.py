@@ -100,9 +100,12 @@ def draw_zones(rgb: np.ndarray, zones: dict = None, counts: dict = None, exclusi
 
 def draw_density(rgb: np.ndarray, density: np.ndarray, label: str = "people per pixel") -> np.ndarray:
     """``rgb`` (``H x W x 3`` uint8) with ``density`` (float ``[H, W]``) over it as a heatmap, transparent where
-    nobody is, and a colour scale at the right from 0 to the map's largest value."""
+    nobody is, and a colour scale at the right from 0 to the 99.5th percentile of the occupied pixels (a
+    few piled-up pixels, such as people beyond the border counted at its edge, would otherwise set the
+    scale and leave the crowd colourless); higher values show as the top colour."""
     canvas = np.ascontiguousarray(rgb).copy()
-    peak = float(density.max()) if density.size else 0.0
+    occupied = density[density > 0]
+    peak = float(np.percentile(occupied, 99.5)) if occupied.size else 0.0
     level = np.clip(density / peak, 0, 1) if peak > 0 else np.zeros_like(density)
     heat = cv2.applyColorMap(np.round(level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     weight = (0.7 * np.sqrt(level))[:, :, None]
@@ -115,7 +118,7 @@ def draw_density(rgb: np.ndarray, density: np.ndarray, label: str = "people per 
         bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[:, :, ::-1]
         canvas[bar_top:bar_bottom, width - margin - bar_width:width - margin] = bar
         scale = max(0.35, height / 1600)
-        text = f"{peak:.3g} {label}"
+        text = f">= {peak:.3g} {label}"
         (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         x = max(0, width - margin - text_width)
         cv2.rectangle(canvas, (x - 2, 0), (width, bar_top - 2), (0, 0, 0), thickness=-1)
