@@ -75,7 +75,10 @@ ZONE_COLORS = ((0, 200, 255), (255, 200, 0), (120, 255, 120), (255, 120, 255), (
 
 def draw_zones(rgb: np.ndarray, zones: dict = None, counts: dict = None, exclusions: dict = None) -> np.ndarray:
     """A copy of ``H x W x 3`` uint8 RGB ``rgb`` with the ``exclusions`` polygons shaded and each of ``zones``
-    (name -> ``[V, 2]`` pixels) outlined in its own colour and labelled with its name and count."""
+    (name -> ``[V, 2]`` pixels) outlined in its own colour and labelled with its name and count; ``rgb``
+    itself when there is nothing to draw (every picture and frame passes here, most without zones)."""
+    if not zones and not exclusions:
+        return rgb
     canvas = np.ascontiguousarray(rgb).copy()
     if exclusions:
         shade = canvas.copy()
