@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from crowd_datasets import build_dataset, collate_images
 from engine import evaluate
-from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, Counter
+from inference import Counter
 from inference.inputs import video_source
 from inference.outputs import say
 from inference.pictures import count_images
@@ -23,8 +23,8 @@ from models.checkpoint import CheckpointError
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
-from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, dataset_options,
-                          new_parser, positive_float, tile_size)
+from util.options import (add_counting_arguments, add_data_arguments, add_input_norm_argument, add_runtime_arguments,
+                          at_least, counter_options, dataset_options, new_parser, positive_float)
 from util.signals import quiet_loader_worker
 
 
@@ -32,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("Count people with a trained checkpoint: in your own images (--input) or on a dataset's "
                         "test split (--dataset_file), printing MAE/MSE and localization metrics.")
     add_input_norm_argument(parser, " (default: as stored in the checkpoint)")
-    group = add_runtime_arguments(parser)
-    group.add_argument("--amp", action="store_true",
-                       help="fast mode: bf16 autocast on CPUs that support it, bf16/fp16 on CUDA (several times "
-                            "faster; counts may differ slightly from the exact fp32 default)")
+    add_counting_arguments(add_runtime_arguments(parser))
     add_data_arguments(parser, "evaluate")
     group = parser.add_argument_group("evaluation")
     group.add_argument("--weight_path", required=True,
@@ -57,13 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "them to <its name>/); "
                             "with --dataset_file: per-image results (per_image.csv) and counts.png "
                             "(nothing is written when omitted)")
-    group.add_argument("--tile_size", type=tile_size, default=DEFAULT_TILE_SIZE,
-                       help="pictures larger than this many pixels per side (a multiple of 128) run as "
-                            "overlapping tiles, which bounds memory and gives the same points as the whole "
-                            "picture; 0 never tiles")
-    group.add_argument("--max_megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
-                       help="with --input: pictures whose file declares more pixels (millions) are skipped "
-                            "before decoding, as a tiny file can declare a picture that needs gigabytes")
     group.add_argument("--save_restored", action="store_true",
                        help="with --input and a checkpoint that carries the restoration module: also write "
                             "restored/<stem>.jpg, the scene as the model sees it without the weather")
@@ -125,10 +115,8 @@ def main(argv=None) -> int:
         zones = read_polygons(args.zones) if args.zones else {}
         exclusions = read_polygons(args.exclude) if args.exclude else {}
         state = init_distributed(resolve_device(args.device))
-        counter = Counter.from_checkpoint(args.weight_path, device=state.device, threshold=args.threshold,
-                                          input_norm=args.input_norm, amp=args.amp,
-                                          log=None if state.is_main else (lambda message: None),
-                                          max_pixels=int(args.max_megapixels * 1e6), tile_size=args.tile_size)
+        counter = Counter.from_checkpoint(args.weight_path, device=state.device, **counter_options(args),
+                                          log=None if state.is_main else (lambda message: None))
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)

@@ -75,20 +75,30 @@ def read_rgb(path, max_pixels: int = None) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {printable(path)}")
     # Decoded from the file's bytes (the same decoder, EXIF orientation included): OpenCV's own path
     # handling crashes the process on file names that are not valid UTF-8, as in old zip archives.
-    data = path.read_bytes()
+    return decode_rgb(path.read_bytes(), path, max_pixels)
+
+
+def check_encoded(data: bytes, name, max_pixels: int = None) -> None:
+    """The checks ``read_rgb`` makes before decoding, on an encoded image's bytes: ``ImageReadError`` (naming
+    ``name``) when its header declares more than ``max_pixels`` pixels or it is a truncated JPEG or PNG."""
     declared = declared_pixels(data) if max_pixels is not None and data else None
     if declared is not None and declared[0] > max_pixels:
-        raise ImageReadError(path, f"declares {declared[1]}, over the limit of {max_pixels / 1e6:g} MP "
+        raise ImageReadError(name, f"declares {declared[1]}, over the limit of {max_pixels / 1e6:g} MP "
                                    "(--max_megapixels raises it)")
     damage = truncation(data)
     if damage is not None:
-        raise ImageReadError(path, damage)
+        raise ImageReadError(name, damage)
+
+
+def decode_rgb(data: bytes, name, max_pixels: int = None) -> np.ndarray:
+    """``read_rgb`` for an encoded image's bytes (an upload, say); ``name`` is what errors call it."""
+    check_encoded(data, name, max_pixels)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error as error:
-        raise ImageReadError(path, f"not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
+        raise ImageReadError(name, f"not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
     if bgr is None:
-        raise ImageReadError(path, "not a readable image (OpenCV could not decode it)")
+        raise ImageReadError(name, "not a readable image (OpenCV could not decode it)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -16,7 +16,7 @@ from .backend import NetworkBackend
 from .onnx_network import OnnxNetwork, is_onnx_file
 from .tiling import check_tile_size, core_slices, padded_size, plan_tiles
 from .torch_network import TorchNetwork
-from .zones import check_polygons, outside_all, zone_counts
+from .zones import check_polygons, count_points
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -156,17 +156,19 @@ class Counter:
             result["pred_restored"] = restored
         return result
 
-    def select(self, outputs: dict):
-        """Anchors whose softmax person score exceeds the threshold: ``(points [N, 2], scores [N])``
-        float32 CPU tensors, ``(x, y)`` pixels of the image, not clipped to it (as upstream)."""
+    def select(self, outputs: dict, threshold: float = None):
+        """Anchors whose softmax person score exceeds ``threshold`` (default: the counter's): ``(points [N, 2],
+        scores [N])`` float32 CPU tensors, ``(x, y)`` pixels of the image, not clipped to it (as upstream)."""
         scores = F.softmax(outputs["pred_logits"].float(), dim=-1)[:, 1]
-        keep = scores > self.threshold
+        keep = scores > (self.threshold if threshold is None else threshold)
         return outputs["pred_points"][keep].float().cpu(), scores[keep].cpu()
 
-    def predict(self, image, restore: bool = False, zones: dict = None, exclude: dict = None) -> dict:
-        """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}``; with
-        ``restore`` also ``"restored"``: the restoration module's view of the scene as ``H x W x 3``
-        uint8 RGB (needs a checkpoint that carries the module).
+    def predict(self, image, restore: bool = False, zones: dict = None, exclude: dict = None,
+                threshold: float = None) -> dict:
+        """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}`` of the anchors
+        scoring above ``threshold`` (default: the counter's); with ``restore`` also ``"restored"``: the
+        restoration module's view of the scene as ``H x W x 3`` uint8 RGB (needs a checkpoint that carries
+        the module).
 
         ``exclude`` (name -> polygon ``[[x, y], ...]`` in the picture's pixels, see ``inference.zones``)
         drops the points inside any of its polygons before anything else; ``zones`` (the same form) adds
@@ -174,13 +176,8 @@ class Counter:
         exclude = check_polygons(exclude, "exclude") if exclude else {}
         zones = check_polygons(zones, "zones") if zones is not None else None
         outputs = self.outputs(image, restore=restore)
-        points, scores = (tensor.numpy() for tensor in self.select(outputs))
-        if exclude:
-            keep = outside_all(points, exclude)
-            points, scores = points[keep], scores[keep]
-        result = {"points": points, "scores": scores, "count": int(points.shape[0])}
-        if zones is not None:
-            result["zones"] = zone_counts(points, zones)
+        points, scores = (tensor.numpy() for tensor in self.select(outputs, threshold))
+        result = count_points(points, scores, zones, exclude)
         if restore:
             restored = outputs["pred_restored"].clamp(0, 1).mul(255).round().byte()
             result["restored"] = restored.permute(1, 2, 0).cpu().numpy()

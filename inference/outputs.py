@@ -56,6 +56,16 @@ class CountsCsv:
         self.close()
 
 
+def video_header(zones: dict) -> list:
+    """The columns of a video's ``counts.csv``: ``frame,time_s,count`` and a column per zone."""
+    return ["frame", "time_s", "count", *zones]
+
+
+def video_row(index: int, time_s: float, result: dict, zones: dict) -> list:
+    """A counted frame's row of ``counts.csv`` (``video_header``) from ``Counter.predict``'s ``result``."""
+    return [index, f"{time_s:.3f}", result["count"], *(result["zones"][zone] for zone in zones)]
+
+
 def write_points_csv(path: Path, points, scores) -> None:
     """``x,y,score`` rows of ``points [N, 2]`` (pixels) and ``scores [N]``, at ``path`` (folders made)."""
     path.parent.mkdir(parents=True, exist_ok=True)

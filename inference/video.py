@@ -11,7 +11,7 @@ from util.script import EXIT_SKIPPED
 from .counter import Counter
 from .density import density_map
 from .inputs import source_name
-from .outputs import CountsCsv, say, write_points_csv
+from .outputs import CountsCsv, say, video_header, video_row, write_points_csv
 from .video_io import FALLBACK_FPS, VideoError, VideoSource, VideoWriter
 from .visualize import draw_density, draw_label, draw_points, draw_zones, plot_counts_over_time
 from .zones import describe, zones_outside
@@ -46,8 +46,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
         zones = zones or {}
-        counts_csv = CountsCsv(output_dir / "counts.csv" if output_dir is not None else None,
-                               ["frame", "time_s", "count", *zones])
+        counts_csv = CountsCsv(output_dir / "counts.csv" if output_dir is not None else None, video_header(zones))
         if output_dir is not None:
             writer = VideoWriter(output_dir / "vis.mp4", (video.fps or FALLBACK_FPS) / frame_stride)
         total = -(-video.frame_count // frame_stride) if video.frame_count else None
@@ -62,7 +61,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
             say(f"frame {index} ({time_s:.2f} s): {describe(result['count'], result['zones'])}")
             if output_dir is None:
                 continue
-            counts_csv.add([index, f"{time_s:.3f}", result["count"], *(result["zones"][zone] for zone in zones)])
+            counts_csv.add(video_row(index, time_s, result, zones))
             picture = draw_zones(draw_points(rgb, result["points"]), zones, result["zones"], exclusions)
             writer.write(draw_label(picture, f"frame {index}: {result['count']} people"))
             if save_frame_points:

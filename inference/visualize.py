@@ -101,18 +101,32 @@ def draw_zones(rgb: np.ndarray, zones: dict = None, counts: dict = None, exclusi
     return canvas
 
 
-def draw_density(rgb: np.ndarray, density: np.ndarray, label: str = "people per pixel") -> np.ndarray:
-    """``rgb`` (``H x W x 3`` uint8) with ``density`` (float ``[H, W]``) over it as a heatmap, transparent where
-    nobody is, and a colour scale at the right from 0 to the 99.5th percentile of the occupied pixels (a
-    few piled-up pixels, such as people beyond the border counted at its edge, would otherwise set the
-    scale and leave the crowd colourless); higher values show as the top colour."""
-    canvas = np.ascontiguousarray(rgb).copy()
+def density_colours(density: np.ndarray) -> tuple:
+    """How a density map (float ``[H, W]``) is shown: ``(heat, weight, peak)``, the ``H x W x 3`` uint8 RGB
+    colour of each pixel on the jet scale from 0 to ``peak`` (the 99.5th percentile of the occupied pixels:
+    a few piled-up pixels, such as people beyond the border counted at its edge, would otherwise set the
+    scale and leave the crowd colourless) and its opacity ``weight`` (float ``[H, W]`` in [0, 0.7], 0 where
+    nobody is)."""
     occupied = density[density > 0]
     peak = float(np.percentile(occupied, 99.5)) if occupied.size else 0.0
     level = np.clip(density / peak, 0, 1) if peak > 0 else np.zeros_like(density)
     heat = cv2.applyColorMap(np.round(level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    weight = (0.7 * np.sqrt(level))[:, :, None]
-    canvas = np.round(canvas * (1 - weight) + heat * weight).astype(np.uint8)
+    return heat, 0.7 * np.sqrt(level), peak
+
+
+def density_layer(density: np.ndarray) -> tuple:
+    """``(H x W x 4 uint8 RGBA, peak)``: the heatmap of ``draw_density`` as a layer to lay over the picture
+    (the web page's), transparent where nobody is."""
+    heat, weight, peak = density_colours(density)
+    return np.dstack([heat, np.round(weight * 255).astype(np.uint8)]), peak
+
+
+def draw_density(rgb: np.ndarray, density: np.ndarray, label: str = "people per pixel") -> np.ndarray:
+    """``rgb`` (``H x W x 3`` uint8) with ``density`` (float ``[H, W]``) over it as a heatmap, transparent where
+    nobody is (``density_colours``), and a colour scale at the right; higher values show as the top colour."""
+    heat, weight, peak = density_colours(density)
+    weight = weight[:, :, None]
+    canvas = np.round(np.ascontiguousarray(rgb) * (1 - weight) + heat * weight).astype(np.uint8)
     height, width = canvas.shape[:2]
     bar_width, margin = max(8, width // 60), max(4, width // 100)
     bar_top, bar_bottom = margin + 14, height - margin

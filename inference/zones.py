@@ -118,6 +118,19 @@ def outside_all(points: np.ndarray, exclusions: dict) -> np.ndarray:
     return keep
 
 
+def count_points(points: np.ndarray, scores: np.ndarray, zones: dict = None, exclusions: dict = None) -> dict:
+    """``{"points", "scores", "count"}`` of the counted ``points`` (``[N, 2]`` pixels) and their ``scores``
+    (``[N]``) left outside all ``exclusions``, and with ``zones`` (not None) ``"zones"``: name -> how many of
+    them each holds. Polygons are checked ones (``check_polygons``)."""
+    if exclusions:
+        keep = outside_all(points, exclusions)
+        points, scores = points[keep], scores[keep]
+    result = {"points": points, "scores": scores, "count": int(points.shape[0])}
+    if zones is not None:
+        result["zones"] = zone_counts(points, zones)
+    return result
+
+
 def zones_outside(zones: dict, height: int, width: int) -> list:
     """The names of ``zones`` that lie wholly outside a ``height`` x ``width`` picture (their bounding box
     misses it), which can only count 0."""

@@ -11,7 +11,7 @@ from inference import Counter
 from util.script import EXIT_SKIPPED
 from crowd_datasets.image_io import read_rgb
 from inference.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
-from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
+from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, png_declaring, random_checkpoint
 
 
 def test_folder_with_non_image_files_counts_the_others_and_says_so(tmp_path, capsys):
@@ -212,19 +212,6 @@ def test_a_file_name_that_is_not_utf8_is_counted_printed_and_written(tmp_path):
         assert [row["image"] for row in csv.DictReader(file)] == ["caf\\xe9.png", "plain.png"]
     assert len(os.listdir(out / "vis")) == len(os.listdir(out / "points")) == 2
     assert read_rgb(pictures / os.fsdecode(b"caf\xe9.png")).shape == (48, 64, 3)
-
-
-def png_declaring(path, width: int, height: int) -> None:
-    """A PNG of a few hundred bytes whose header declares ``width x height`` RGB pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-                     + chunk(b"IEND", b""))
 
 
 def test_pictures_declaring_too_many_pixels_are_skipped_before_decoding(tmp_path, capsys):

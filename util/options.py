@@ -5,7 +5,7 @@ values the builders take (``dataset_options``, ``criterion_options``, ``network_
 import argparse
 
 from crowd_datasets.registry import DATASETS
-from inference import check_tile_size
+from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, check_tile_size
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,6 +79,27 @@ def add_runtime_arguments(parser):
     group.add_argument("--threshold", type=probability, default=0.5,
                        help="a point counts as a person when its softmax score exceeds this")
     return group
+
+
+def add_counting_arguments(group) -> None:
+    """``--amp``, ``--tile_size`` and ``--max_megapixels``: how ``run_test.py`` and ``serve.py`` count pictures;
+    added to ``group`` (the runtime group of ``add_runtime_arguments``)."""
+    group.add_argument("--amp", action="store_true",
+                       help="fast mode: bf16 autocast on CPUs that support it, bf16/fp16 on CUDA (several times "
+                            "faster; counts may differ slightly from the exact fp32 default)")
+    group.add_argument("--tile_size", type=tile_size, default=DEFAULT_TILE_SIZE,
+                       help="pictures larger than this many pixels per side (a multiple of 128) run as "
+                            "overlapping tiles, which bounds memory and gives the same points as the whole "
+                            "picture; 0 never tiles")
+    group.add_argument("--max_megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
+                       help="pictures whose file declares more pixels (millions) are refused before decoding, as "
+                            "a tiny file can declare a picture that needs gigabytes")
+
+
+def counter_options(args) -> dict:
+    """Keyword arguments of ``inference.Counter.from_checkpoint`` from the runtime and counting flags."""
+    return {"threshold": args.threshold, "input_norm": args.input_norm, "amp": args.amp,
+            "max_pixels": int(args.max_megapixels * 1e6), "tile_size": args.tile_size}
 
 
 def add_data_arguments(parser, purpose: str):

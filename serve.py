@@ -1,0 +1,122 @@
+"""Serve a web page and an HTTP API that count people in pictures and videos with one checkpoint.
+
+    python serve.py --weight_path Hazy_JHU                      # http://127.0.0.1:8000/, API docs at /docs
+    python serve.py --weight_path Hazy_JHU --host 0.0.0.0 --token SECRET
+
+The network is loaded once and runs one picture or frame at a time; see docs/serving.md.
+"""
+import ipaddress
+import socket
+import sys
+
+from inference import Counter
+from models.checkpoint import CheckpointError
+from util.distributed import resolve_device
+from util.options import (add_counting_arguments, add_input_norm_argument, add_runtime_arguments, at_least,
+                          counter_options, new_parser, positive_float)
+from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, configure_malloc, error_line, run_script
+from util.signals import Terminated, stop_on_sigterm
+
+
+def build_parser():
+    parser = new_parser("Serve a web page (drop pictures and videos on it) and an HTTP API (documented at /docs) "
+                        "that count people with a checkpoint. Stop it with Ctrl-C.")
+    add_input_norm_argument(parser, " (default: as stored in the checkpoint)")
+    add_counting_arguments(add_runtime_arguments(parser))
+    group = parser.add_argument_group("service")
+    group.add_argument("--weight_path", required=True,
+                       help="checkpoint to count with: a file (.pth from train.py, a released or an original "
+                            "P2PNet one, or an .onnx export) or a released checkpoint's name (Hazy_JHU, ...)")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on: 127.0.0.1 serves this machine only; 0.0.0.0 every network "
+                            "(then --token or --no_auth is required)")
+    group.add_argument("--port", type=at_least(0), default=8000, help="port to listen on (0: any free port)")
+    group.add_argument("--token", default=None,
+                       help="a secret the API's clients must send as 'Authorization: Bearer TOKEN' (the page "
+                            "asks for it)")
+    group.add_argument("--no_auth", action="store_true",
+                       help="serve on an address other than 127.0.0.1 without a token: anyone who reaches it "
+                            "can use it")
+    group.add_argument("--max_upload_mb", type=positive_float, default=50.0,
+                       help="uploads over this many megabytes are refused while they arrive")
+    group.add_argument("--max_queue", type=at_least(1), default=16,
+                       help="requests that may wait for the network; beyond that they are answered 503 with "
+                            "Retry-After")
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or ``OSError`` with one line naming them."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError as error:
+        raise OSError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error})") from None
+
+
+def announce(args, counter, server_socket) -> None:
+    """The line saying where the service is, who may use it, and how to stop it."""
+    host, port = server_socket.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    if args.token is not None:
+        access = "the API needs the token (Authorization: Bearer ...)"
+    elif is_loopback(args.host):
+        access = "no token: bound to this machine only"
+    else:
+        access = "WARNING: no token (--no_auth): anyone who reaches this address can use it"
+    mode = "fast mode" if args.amp else "exact mode"
+    print(f"serving {args.weight_path} ({counter.device}, {mode}) on http://{shown}:{port}/ (API docs at /docs); "
+          f"{access}. Ctrl-C stops.", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.token is not None and not args.token.strip():
+        parser.error("--token is empty; give a secret, or leave it out on 127.0.0.1")
+    if not is_loopback(args.host) and args.token is None and not args.no_auth:
+        parser.error(f"--host {args.host} serves beyond this machine: give --token SECRET (clients then send "
+                     "'Authorization: Bearer SECRET'), or --no_auth to let anyone who reaches it count")
+    configure_malloc()
+    try:
+        # Imported here: the web framework is only needed once arguments are known to be good.
+        import uvicorn
+
+        from serving.app import ServiceSettings, create_app
+
+        server_socket = listen(args.host, args.port)
+        stop_on_sigterm()
+        counter = Counter.from_checkpoint(args.weight_path, device=resolve_device(args.device), **counter_options(args))
+        settings = ServiceSettings(name=args.weight_path, token=args.token, max_upload_mb=args.max_upload_mb,
+                                   max_queue=args.max_queue)
+        app = create_app(counter, settings, on_ready=lambda: announce(args, counter, server_socket))
+    except (OSError, ValueError, CheckpointError, RuntimeError) as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Terminated:
+        print("stopped before serving", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("stopped before serving", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        # uvicorn's own handlers stop it gracefully on Ctrl-C and SIGTERM once it runs.
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[server_socket])
+    except (KeyboardInterrupt, Terminated):
+        pass
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
