@@ -7,10 +7,15 @@
   checked once per session: changed fixtures fail every test that reads them.
 - ``cpu_kernels``: the result rests on the CPU's kernels (precision, Winograd, fast mode, ``--amp``,
   parity); ``.ci/run`` runs these again under an emulated AVX2-only CPU.
+- ``browser``: the test drives the web page of ``serve.py`` in headless Chromium through Playwright. Without
+  the ``playwright`` package or Debian's ``chromium`` it skips, and fails where ``CI`` is set (``.ci/run``
+  installs both).
 """
 import functools
 import hashlib
+import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,7 +51,23 @@ def fixture_problem() -> tuple:
     return None, False
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def browser_problem():
+    """Why the browser tests cannot run here, or ``None``."""
+    if importlib.util.find_spec("playwright") is None:
+        return "needs the playwright package (pip install playwright==1.65.2)"
+    if not shutil.which(CHROMIUM):
+        return f"needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+    return None
+
+
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("browser") and browser_problem():
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(f"browser test under CI: {browser_problem()}", pytrace=False)
+        pytest.skip(browser_problem())
     if item.get_closest_marker("reference_fixtures"):
         message, fails = fixture_problem()
         if message and fails:

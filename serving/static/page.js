@@ -124,6 +124,7 @@ async function recount(picture) {
   zones.replaceChildren(...Object.entries(answer.zones).map(([name, count]) => {
     const item = document.createElement("span");
     item.textContent = `${name}: ${count}`;
+    item.dataset.polygon = JSON.stringify(picture.zones[name]);
     return item;
   }), ...Object.keys(picture.exclude).map((name) => {
     const item = document.createElement("span");
