@@ -190,16 +190,3 @@ def upstream_root(tmp_path, folder="Hazy_JHU", split="test", annotations=None):
         lines.append(f"{image} crowd_datasets/{folder}/{split}_data/{stem}.txt")
     (tmp_path / "crowd_datasets" / folder / f"{split}.list").write_text("\n".join(lines) + "\n")
     return tmp_path
-
-
-def png_declaring(path, width: int, height: int) -> None:
-    """A PNG of a few hundred bytes whose header declares ``width x height`` RGB pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-                     + chunk(b"IEND", b""))

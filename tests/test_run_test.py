@@ -11,7 +11,8 @@ from inference import Counter
 from util.script import EXIT_SKIPPED
 from crowd_datasets.image_io import read_rgb
 from inference.parity import DECISIVE_BAND, POINT_TOLERANCE_PX
-from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, png_declaring, random_checkpoint
+from helpers import REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, random_checkpoint
+from tools.service_client import png_declaring
 
 
 def test_folder_with_non_image_files_counts_the_others_and_says_so(tmp_path, capsys):

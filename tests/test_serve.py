@@ -15,8 +15,8 @@ import pytest
 
 import run_test
 from crowd_datasets.demo import make_scene
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, ROOT, counting_checkpoint, png_declaring
-from service_client import Service, multipart
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, ROOT, counting_checkpoint
+from tools.service_client import Service, multipart, png_declaring
 from test_video import write_clip
 from util.script import EXIT_SKIPPED
 
@@ -321,3 +321,16 @@ def test_a_port_in_use_is_one_line(checkpoint, capsys):
         assert serve.main(["--weight_path", str(checkpoint), "--port", str(port)]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"--port {port}: cannot listen there" in error
+
+
+@pytest.mark.slow
+def test_the_load_test_checks_every_answer_and_reports_the_figures(checkpoint, pictures):
+    finished = subprocess.run([sys.executable, "tools/load_test.py", "--weight_path", str(checkpoint), "--pictures",
+                               str(pictures), "--requests", "24", "--clients", "4", "--bad", "0.25",
+                               "--disconnect", "0.15", "--seed", "3"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = finished.stdout
+    assert "24 requests from 4 clients" in report and "server exit code 0" in report
+    assert "refused as it must" in report and "left" in report and " equal" in report
+    assert "wrong" not in report and "95th percentile" in report and "peak resident memory" in report

@@ -16,7 +16,7 @@ import pytest
 from conftest import CHROMIUM
 from crowd_datasets.demo import make_scene
 from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, counting_checkpoint
-from service_client import Service
+from tools.service_client import Service
 from test_serve import run_test_counts
 from test_video import write_clip
 from util.script import EXIT_SKIPPED

@@ -1,15 +1,18 @@
-"""A ``serve.py`` process for tests, and a small HTTP client for its API (the standard library's only, so
-that the tests need nothing the service does not)."""
+"""A ``serve.py`` process on a free port of 127.0.0.1 and a small HTTP client for its API, for the tests and
+``tools/load_test.py`` (the standard library's only, so that they need nothing the service does not), and
+``png_declaring``, a picture over any pixel limit in a few hundred bytes."""
 import http.client
 import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +106,13 @@ def multipart(data: bytes, filename: str, fields: dict) -> tuple:
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
                  f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def png_declaring(path, width: int, height: int) -> None:
+    """A PNG of a few hundred bytes at ``path`` whose header declares ``width x height`` RGB pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+                     + chunk(b"IEND", b""))
