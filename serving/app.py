@@ -6,6 +6,7 @@ import base64
 import csv
 import hmac
 import io
+import json
 import math
 import time
 from contextlib import asynccontextmanager
@@ -126,7 +127,8 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
                   "milliseconds": round(1000 * seconds, 1)}
         if restore:
             answer["restored"] = data_url(result["restored"], ".jpg")
-        return answer
+        # Encoded here, off the event loop: thousands of points take a while.
+        return json_bytes(answer)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -177,7 +179,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
             answer = await on_network(count_picture, data, name, threshold, zones, exclude, restore, request=request)
         except (ClientDisconnect, ClientGone):
             return Response(status_code=CLIENT_CLOSED)
-        return JSONResponse(answer)
+        return Response(answer, media_type="application/json")
 
     @app.post("/api/recount", summary="Count again at another threshold or with other zones",
               dependencies=[Depends(authorised)], openapi_extra=api_docs.json_body(api_docs.RECOUNT_FIELDS),
@@ -263,6 +265,11 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         return {"id": job.id, "state": "cancelled" if job.state in ("waiting", "counting") else job.state}
 
     return app
+
+
+def json_bytes(answer: dict) -> bytes:
+    """``answer`` as JSONResponse would encode it."""
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def point_list(result: dict) -> list:

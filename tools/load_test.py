@@ -6,7 +6,8 @@
 Starts serve.py itself (on a free port), counts the pictures with run_test.py first, then sends
 ``--requests`` requests from ``--clients`` concurrent clients: good pictures (each answer must equal
 run_test.py's count), bad uploads (not a picture, a truncated JPEG, bad zone JSON, a picture over the pixel
-limit; each must get its 4xx) and clients that disconnect mid-upload or while waiting. It stops by itself
+limit; each must get its 4xx) and clients that disconnect mid-upload or while waiting. A good request
+answered 503 (the queue is full) waits its Retry-After and tries again. It stops by itself
 and prints requests answered, answers by kind, the median and 95th-percentile latency of the good ones,
 and the server's peak resident memory. Exits 1 when any answer was wrong.
 """
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+BUSY_RETRIES = 10
 sys.path.insert(0, str(ROOT))
 
 from crowd_datasets.demo import make_scene  # noqa: E402
@@ -80,6 +82,17 @@ def disconnect(port: int, body: bytes, content_type: str, mid_upload: bool) -> N
         time.sleep(0.05)
 
 
+def send_picture(service, data: bytes, name: str) -> tuple:
+    """``(status, answer, times refused as busy)``: a well-behaved client, which on 503 waits the
+    ``Retry-After`` it was given and tries again (at most ``BUSY_RETRIES`` times)."""
+    for busy in range(BUSY_RETRIES + 1):
+        status, headers, answer = service.upload("/api/count", data, name, timeout=600)
+        if status != 503:
+            break
+        time.sleep(float(headers.get("retry-after", 1)))
+    return status, answer, busy
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     rng = random.Random(args.seed)
@@ -113,8 +126,10 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             try:
                 if kind == "good":
-                    status, _, answer = service.upload("/api/count", pictures[what], what, timeout=600)
+                    status, answer, busy = send_picture(service, pictures[what], what)
                     verdict = "equal" if status == 200 and answer["count"] == expected[what] else f"wrong ({status})"
+                    if busy:
+                        verdict += f" after {busy} x 503 busy"
                 elif kind == "bad":
                     data, name, fields, must = bad[what]
                     status, _, answer = service.upload("/api/count", data, name, fields, timeout=600)
