@@ -112,7 +112,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         seconds = timing["seconds"] or 1.0
         return max(1, math.ceil(seconds * (queue.waiting + 1)))
 
-    def count_picture(data: bytes, name: str, threshold: float, zones: dict, exclude: dict, restore: bool) -> dict:
+    def count_picture(data: bytes, name: str, threshold: float, zones: dict, exclude: dict, restore: bool) -> bytes:
         started = time.perf_counter()
         try:
             rgb = decode_rgb(data, name, counter.max_pixels)
