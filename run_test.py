@@ -20,6 +20,7 @@ from inference.video import count_video
 from inference.visualize import plot_counts
 from inference.zones import read_polygons
 from models.checkpoint import CheckpointError
+from models.releases import RELEASED_CHECKPOINTS
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--weight_path", required=True,
                        help="checkpoint to evaluate: one written by train.py, a released Dehaze-P2PNet "
                             "checkpoint, an original P2PNet one (with --input_norm imagenet), or an .onnx "
-                            "file from tools/export_onnx.py (run by onnxruntime)")
+                            "file from tools/export_onnx.py (run by onnxruntime). A released checkpoint may be "
+                            "given by name (" + ", ".join(RELEASED_CHECKPOINTS) + "): downloaded once into the "
+                            "cache folder (weights/README.md)")
     group.add_argument("--input", default=None,
                        help="what to count people in: an image, a video file (mp4, avi, mkv, mov, ...), a "
                             "folder of images and videos, a camera index (0) or a stream URL (rtsp://...)")

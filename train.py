@@ -19,6 +19,7 @@ from engine import NonFiniteLossError, evaluate, train_one_epoch
 from inference import Counter
 from models import ModelSettings, PointCounter, build_criterion, build_model, save_checkpoint, start_from_checkpoint
 from models.checkpoint import CheckpointError, load_model_state, model_settings, read_training_checkpoint
+from models.releases import RELEASED_CHECKPOINTS, resolve_checkpoint
 from models.precision import autocast_dtype
 from util.distributed import broadcast_buffers, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary
@@ -156,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--init_weights", default=None,
                        help="start a new run from the network weights of a checkpoint (a released one, a "
                             "best_mae.pth or a latest.pth; its optimizer state, epoch and best MAE are not used), "
-                            "e.g. to fine-tune on another dataset. Replaces --backbone_weights")
+                            "e.g. to fine-tune on another dataset. A released checkpoint may be given by name ("
+                            + ", ".join(RELEASED_CHECKPOINTS) + "): downloaded once into the cache folder. "
+                            "Replaces --backbone_weights")
     group.add_argument("--overwrite", action="store_true",
                        help="start a new run in an --output_dir that holds an earlier one, deleting its latest.pth, "
                             "best_mae.pth, log.txt and tensorboard/ (without it, such a folder stops train.py)")
@@ -207,6 +210,8 @@ def train(args, state, output_dir: Path, resume_path, say, progress: dict) -> in
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
+    # A released checkpoint's name is resolved (downloaded) before the data are read: a failed download stops at once.
+    init_weights = resolve_checkpoint(args.init_weights, log=say) if args.init_weights else None
     resume = read_training_checkpoint(resume_path) if resume_path is not None else None
     resumed_settings = model_settings(resume) if resume is not None else None
     changed = []
@@ -223,8 +228,8 @@ def train(args, state, output_dir: Path, resume_path, say, progress: dict) -> in
     if resume is not None:
         model = PointCounter(resumed_settings)
         load_model_state(model, resume["model"], source=str(resume_path), log=say)
-    elif args.init_weights:
-        model = start_from_checkpoint(args.init_weights, restoration, network_flags(args), log=say)
+    elif init_weights is not None:
+        model = start_from_checkpoint(init_weights, restoration, network_flags(args), log=say)
     else:
         model = build_model(ModelSettings(**network_flags(args), restoration=restoration), args.backbone_weights,
                             log=say)

@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 
 from crowd_datasets.weather import WEATHER_KINDS, random_weather
+from util.cache import default_cache_dir
 
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
-CACHE_ENV_VAR = "DEHAZE_P2PNET_CACHE"
 DEMO_WEATHER = {"Demo_Hazy": "haze", "Demo_Rainy": "rain"}
 _DEMO_SEEDS = {"Demo_Hazy": 41_000, "Demo_Rainy": 42_000}
 _SPLIT_SEED_OFFSETS = {"train_data": 1, "test_data": 2}
@@ -248,14 +248,6 @@ def generate_split(out_dir: str | os.PathLike, num_images: int, weather: str, se
         lines = "".join(f"{x:.2f} {y:.2f}\n" for x, y in scene.points)
         (folders["images"] / f"IMG_{n}.txt").write_text(lines)
         np.save(folders["depth"] / f"IMG_{n}.npy", scene.depth)
-
-
-def default_cache_dir() -> pathlib.Path:
-    """Cache folder for generated data: ``$DEHAZE_P2PNET_CACHE`` if set, else ``~/.cache/dehaze-p2pnet``."""
-    configured = os.environ.get(CACHE_ENV_VAR)
-    if configured:
-        return pathlib.Path(configured).expanduser()
-    return pathlib.Path.home() / ".cache" / "dehaze-p2pnet"
 
 
 def _marker_text(num_train: int, num_test: int, size: tuple[int, int]) -> str:

@@ -172,9 +172,13 @@ def save_checkpoint(path, model: torch.nn.Module, settings: ModelSettings, **ext
 def build_from_checkpoint(path, input_norm: str = None, log=None):
     """Rebuild the network a checkpoint describes and load its weights strictly.
 
+    ``path`` is a file or a released checkpoint's name (``models.releases``, downloaded on first use).
     Returns ``(model, settings, content)``; the model is on CPU in eval mode.
     """
+    from .releases import resolve_checkpoint  # here: releases.py imports this module to read its downloads
+
     log = log or (lambda message: print(message, file=sys.stderr))
+    path = resolve_checkpoint(path, log=log)
     content = read_checkpoint(path)
     settings = model_settings(content, input_norm)
     model = PointCounter(settings)
@@ -184,7 +188,7 @@ def build_from_checkpoint(path, input_norm: str = None, log=None):
 
 def start_from_checkpoint(path, restoration: bool, network_flags: dict, log=print):
     """A new training run's network, started from the weights of the checkpoint at ``path`` (one
-    ``train.py`` wrote, a released one or an original P2PNet one): ``--init_weights``.
+    ``train.py`` wrote, a released one, also by name, or an original P2PNet one): ``--init_weights``.
 
     Anchors per cell and input normalisation come from the checkpoint; ``network_flags`` (``row``,
     ``line``, ``input_norm`` given on the command line) may set ``input_norm`` (foreign checkpoints
@@ -192,6 +196,9 @@ def start_from_checkpoint(path, restoration: bool, network_flags: dict, log=prin
     ``restoration`` the module is loaded from the checkpoint when it carries one and starts afresh
     when not; without, a carried module is left out. Returns the model on CPU in training mode.
     """
+    from .releases import resolve_checkpoint  # here: releases.py imports this module to read its downloads
+
+    path = resolve_checkpoint(path, log=log)
     content = read_checkpoint(path)
     stored = model_settings(content, network_flags.get("input_norm"))
     for name in ("row", "line"):

@@ -8,7 +8,7 @@ import pytest
 
 from crowd_datasets import demo
 from tools import demo_pictures
-from crowd_datasets.demo import default_cache_dir, ensure_demo, generate_split, make_scene
+from crowd_datasets.demo import ensure_demo, generate_split, make_scene
 from crowd_datasets.weather import add_haze, add_rain, random_weather
 
 SMALL = dict(num_train=2, num_test=1, size=(64, 48))
@@ -238,14 +238,6 @@ def test_ensure_demo_rejects_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="Demo_Foggy.*Demo_Hazy.*Demo_Rainy"):
         ensure_demo(tmp_path, "Demo_Foggy")
     assert not (tmp_path / "Demo_Foggy").exists()
-
-
-def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEHAZE_P2PNET_CACHE", str(tmp_path / "elsewhere"))
-    assert default_cache_dir() == tmp_path / "elsewhere"
-    monkeypatch.delenv("DEHAZE_P2PNET_CACHE")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / ".cache" / "dehaze-p2pnet"
 
 
 def test_the_commands_of_tools_demo_sh_parse_with_the_scripts_own_options():

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--weight_path", required=True,
-                        help="checkpoint to export (from train.py, a released one, or an original P2PNet one)")
+                        help="checkpoint to export (from train.py, a released one, also by name such as "
+                             "Hazy_JHU, or an original P2PNet one)")
     parser.add_argument("--output", required=True, help=f"the ONNX file to write (suffix {ONNX_SUFFIX})")
     parser.add_argument("--input_norm", choices=INPUT_NORMS, default=None,
                         help="input normalisation, when the checkpoint does not store it (original P2PNet "
