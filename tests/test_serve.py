@@ -334,3 +334,17 @@ def test_the_load_test_checks_every_answer_and_reports_the_figures(checkpoint, p
     assert "24 requests from 4 clients" in report and "server exit code 0" in report
     assert "refused as it must" in report and "left" in report and " equal" in report
     assert "wrong" not in report and "95th percentile" in report and "peak resident memory" in report
+
+
+def test_a_released_name_without_network_is_one_line_saying_where_to_put_the_file(tmp_path, monkeypatch, capsys):
+    import serve
+
+    monkeypatch.setattr(serve, "stop_on_sigterm", lambda: None)
+    monkeypatch.setenv("DEHAZE_P2PNET_CACHE", str(tmp_path / "cache"))
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("DEHAZE_P2PNET_WEIGHTS_URL", f"http://127.0.0.1:{port}")
+    assert serve.main(["--weight_path", "Hazy_JHU", "--port", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: cannot download Hazy_JHU")
+    assert str(tmp_path / "cache" / "weights" / "Hazy_JHU_best.pth") in error and "drive.google.com" in error
