@@ -99,6 +99,7 @@ def pictures(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.reference_fixtures
 def test_real_samples_show_the_counts_of_run_test(browser, tmp_path):
     expected = run_test_counts(REFERENCE_CHECKPOINT, REAL_SAMPLES, tmp_path, code=EXIT_SKIPPED)

@@ -20,7 +20,7 @@ ADDRESS = re.compile(r"on http://\S+:(\d+)/")
 
 
 class Service:
-    """``serve.py`` with ``arguments`` on a free port of 127.0.0.1; ``stop()`` sends SIGTERM and returns the
+    """``serve.py`` with ``arguments`` on a free port of 127.0.0.1; ``stop()`` sends a signal and returns the
     exit code. Its output is collected in ``output``."""
 
     def __init__(self, arguments: list, environment: dict = None, startup_s: float = 120):
@@ -86,9 +86,10 @@ class Service:
                 return health
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 60) -> int:
+    def stop(self, stop_signal=signal.SIGTERM, timeout: float = 60) -> int:
+        """Stop the server with ``stop_signal`` (SIGINT is Ctrl-C); its exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(stop_signal)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
