@@ -93,6 +93,12 @@ def check_encoded(data: bytes, name, max_pixels: int = None) -> None:
 def decode_rgb(data: bytes, name, max_pixels: int = None) -> np.ndarray:
     """``read_rgb`` for an encoded image's bytes (an upload, say); ``name`` is what errors call it."""
     check_encoded(data, name, max_pixels)
+    return decode_checked(data, name)
+
+
+def decode_checked(data: bytes, name) -> np.ndarray:
+    """Decode bytes that ``check_encoded`` has accepted, as ``read_rgb`` does (``ImageReadError`` when OpenCV
+    cannot)."""
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error as error:

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from crowd_datasets.image_io import ImageReadError, check_encoded, declared_pixels, decode_rgb
+from crowd_datasets.image_io import ImageReadError, check_encoded, declared_pixels, decode_checked
 from inference import Counter
 from inference.density import density_map
 from inference.visualize import density_layer
@@ -115,7 +115,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
     def count_picture(data: bytes, name: str, threshold: float, zones: dict, exclude: dict, restore: bool) -> bytes:
         started = time.perf_counter()
         try:
-            rgb = decode_rgb(data, name, counter.max_pixels)
+            rgb = decode_checked(data, name)  # check_encoded ran before the request was queued
         except ImageReadError as error:
             raise ApiError(400, str(error)) from None
         result = counter.predict(rgb, restore=restore, zones=zones, exclude=exclude, threshold=threshold)
@@ -212,7 +212,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         answer = {"count": result["count"], "points": point_list(result), "zones": result["zones"],
                   "threshold": threshold}
         if body.get("density"):
-            width, height = (parse_int(str(body.get(key)), key, 1, None) for key in ("width", "height"))
+            width, height = (parse_int(body.get(key, ""), key, 1, None) for key in ("width", "height"))
             if width * height > counter.max_pixels:
                 raise ApiError(413, f"width x height: {width} x {height} is over the picture limit")
             answer["density"] = await asyncio.to_thread(density_answer, result["points"], height, width)

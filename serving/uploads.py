@@ -2,11 +2,13 @@
 forms, and the form fields the API takes. Every problem is an ``ApiError``: a 4xx answer with a JSON
 body ``{"error": "<one line naming the problem>"}``."""
 import json
+from argparse import ArgumentTypeError
 
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 from inference.zones import check_polygons
+from util.options import at_least, probability
 
 # Form fields are short text (a threshold, zone JSON): larger parts are refused.
 MAX_FIELD_BYTES = 1024 * 1024
@@ -109,16 +111,13 @@ async def read_form(request: Request, fields: tuple) -> tuple:
 
 
 def parse_threshold(text, default: float) -> float:
-    """A threshold field: a number in [0, 1]; ``default`` when absent."""
+    """A threshold field: a number in [0, 1] (the rule of ``--threshold``); ``default`` when absent."""
     if text is None:
         return default
     try:
-        value = float(text)
-    except (TypeError, ValueError):
+        return probability(str(text))
+    except (ArgumentTypeError, ValueError):
         raise ApiError(400, f"threshold: expected a number in [0, 1], got {str(text)[:40]!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ApiError(400, f"threshold: expected a number in [0, 1], got {value:g}")
-    return value
 
 
 def parse_polygons(value, field: str) -> dict:
@@ -148,12 +147,11 @@ def parse_flag(text, field: str) -> bool:
 
 
 def parse_int(text, field: str, minimum: int, default: int) -> int:
+    """A whole-number field of at least ``minimum`` (the rule of ``--frame_stride``); ``default`` when absent."""
     if text is None:
         return default
     try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{field}: expected a whole number of at least {minimum}, got {text[:40]!r}") from None
-    if value < minimum:
-        raise ApiError(400, f"{field}: expected a whole number of at least {minimum}, got {value}")
-    return value
+        return at_least(minimum)(str(text))
+    except (ArgumentTypeError, ValueError):
+        raise ApiError(400, f"{field}: expected a whole number of at least {minimum}, got {str(text)[:40]!r}") \
+            from None

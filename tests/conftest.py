@@ -1,4 +1,5 @@
-"""The test session: the project on ``sys.path`` and two markers (registered in pyproject.toml).
+"""The test session: the project on ``sys.path``, the markers that decide where a test runs (registered in
+pyproject.toml), and ``counting_model``, one random counting checkpoint shared by the modules that serve it.
 
 - ``reference_fixtures``: the test reads the reference fixtures (``inference.parity.fixtures_dir()``). Where
   they are absent (a clone from the code host) it skips with one reason line; where they must be present
@@ -74,3 +75,14 @@ def pytest_runtest_setup(item):
             pytest.fail(message, pytrace=False)
         if message:
             pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def counting_model(tmp_path_factory):
+    """One ``helpers.counting_checkpoint`` file (72 MB) for the modules that serve it, removed at the end."""
+    from helpers import counting_checkpoint
+
+    path = tmp_path_factory.mktemp("counting_model") / "model.pth"
+    counting_checkpoint(path)
+    yield path
+    path.unlink()

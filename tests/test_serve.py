@@ -16,19 +16,11 @@ import pytest
 
 import run_test
 from crowd_datasets.demo import make_scene
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, ROOT, counting_checkpoint
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, ROOT
 from tools.service_client import Service, multipart, png_declaring
 from test_video import write_clip
 
 ZONES = {"left half": [[0, 0], [40, 0], [40, 72], [0, 72]], "corner": [[50, 5], [90, 5], [90, 40]]}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.pth"
-    counting_checkpoint(path)
-    yield path
-    path.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +48,15 @@ def run_test_counts(checkpoint, folder, tmp_path, extra=(), code=0) -> dict:
 
 
 @pytest.fixture(scope="module")
-def service(checkpoint):
-    service = Service(["--weight_path", str(checkpoint), "--max_upload_mb", "1"])
+def service(counting_model):
+    service = Service(["--weight_path", str(counting_model), "--max_upload_mb", "1"])
     yield service
     assert service.stop() == 0, service.output
 
 
-def test_counts_and_zones_equal_run_test_for_the_same_files(service, checkpoint, pictures, tmp_path):
+def test_counts_and_zones_equal_run_test_for_the_same_files(service, counting_model, pictures, tmp_path):
     (tmp_path / "zones.json").write_text(json.dumps(ZONES))
-    expected = run_test_counts(checkpoint, pictures, tmp_path, ["--zones", str(tmp_path / "zones.json")])
+    expected = run_test_counts(counting_model, pictures, tmp_path, ["--zones", str(tmp_path / "zones.json")])
     assert len(expected) == 3
     for path in sorted(pictures.iterdir()):
         status, _, answer = service.upload("/api/count", path.read_bytes(), path.name, {"zones": json.dumps(ZONES)})
@@ -190,13 +182,13 @@ def test_uploads_over_the_limit_are_refused_while_they_stream(service):
 
 
 @pytest.mark.slow
-def test_token_is_required_beyond_this_machine_and_checked(checkpoint, capsys):
+def test_token_is_required_beyond_this_machine_and_checked(counting_model, capsys):
     import serve
 
     with pytest.raises(SystemExit) as stopped:
-        serve.main(["--weight_path", str(checkpoint), "--host", "0.0.0.0"])
+        serve.main(["--weight_path", str(counting_model), "--host", "0.0.0.0"])
     assert stopped.value.code == 2 and "--token SECRET" in capsys.readouterr().err
-    service = Service(["--weight_path", str(checkpoint), "--host", "0.0.0.0", "--token", "s3cret"])
+    service = Service(["--weight_path", str(counting_model), "--host", "0.0.0.0", "--token", "s3cret"])
     try:
         assert "the API needs the token" in service.output
         picture = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
@@ -208,14 +200,14 @@ def test_token_is_required_beyond_this_machine_and_checked(checkpoint, capsys):
         assert service.json("GET", "/api/health")[2]["auth"] is True
     finally:
         assert service.stop() == 0
-    open_service = Service(["--weight_path", str(checkpoint), "--host", "0.0.0.0", "--no_auth"])
+    open_service = Service(["--weight_path", str(counting_model), "--host", "0.0.0.0", "--no_auth"])
     assert "WARNING: no token (--no_auth)" in open_service.output
     assert open_service.stop() == 0
 
 
 @pytest.mark.slow
-def test_a_full_queue_answers_503_and_clients_that_leave_cost_nothing(checkpoint, tmp_path):
-    service = Service(["--weight_path", str(checkpoint), "--max_queue", "1"])
+def test_a_full_queue_answers_503_and_clients_that_leave_cost_nothing(counting_model, tmp_path):
+    service = Service(["--weight_path", str(counting_model), "--max_queue", "1"])
     try:
         big = cv2.imencode(".jpg", make_scene(np.random.default_rng(1), (1024, 768)).image)[1].tobytes()
         small = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
@@ -246,17 +238,17 @@ def test_a_full_queue_answers_503_and_clients_that_leave_cost_nothing(checkpoint
         assert service.stop() == 0
 
 
-def test_a_video_job_counts_as_run_test_does_and_its_folder_is_removed(checkpoint, tmp_path):
+def test_a_video_job_counts_as_run_test_does_and_its_folder_is_removed(counting_model, tmp_path):
     clip = tmp_path / "videos" / "clip.mp4"
     clip.parent.mkdir()
     frames = write_clip(clip, size=(128, 96))
     (tmp_path / "zones.json").write_text(json.dumps(ZONES))
     out = tmp_path / "run_test"
-    assert run_test.main(["--weight_path", str(checkpoint), "--input", str(clip), "--output_dir", str(out),
+    assert run_test.main(["--weight_path", str(counting_model), "--input", str(clip), "--output_dir", str(out),
                           "--frame_stride", "2", "--zones", str(tmp_path / "zones.json")]) == 0
     temporary = tmp_path / "server_tmp"
     temporary.mkdir()
-    service = Service(["--weight_path", str(checkpoint)], environment={"TMPDIR": str(temporary)})
+    service = Service(["--weight_path", str(counting_model)], environment={"TMPDIR": str(temporary)})
     try:
         status, _, job = service.upload("/api/videos", clip.read_bytes(), "clip.mp4",
                                         {"frame_stride": "2", "zones": json.dumps(ZONES)})
@@ -315,19 +307,19 @@ def test_a_real_sample_counts_as_run_test_with_the_reference_checkpoint(tmp_path
         assert service.stop() == 0
 
 
-def test_a_port_in_use_is_one_line(checkpoint, capsys):
+def test_a_port_in_use_is_one_line(counting_model, capsys):
     import serve
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        assert serve.main(["--weight_path", str(checkpoint), "--port", str(port)]) == 1
+        assert serve.main(["--weight_path", str(counting_model), "--port", str(port)]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"--port {port}: cannot listen there" in error
 
 
 @pytest.mark.slow
-def test_the_load_test_checks_every_answer_and_reports_the_figures(checkpoint, pictures):
-    finished = subprocess.run([sys.executable, "tools/load_test.py", "--weight_path", str(checkpoint), "--pictures",
+def test_the_load_test_checks_every_answer_and_reports_the_figures(counting_model, pictures):
+    finished = subprocess.run([sys.executable, "tools/load_test.py", "--weight_path", str(counting_model), "--pictures",
                                str(pictures), "--requests", "24", "--clients", "4", "--bad", "0.25",
                                "--disconnect", "0.15", "--seed", "3"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CHROMIUM
 from crowd_datasets.demo import make_scene
-from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT, counting_checkpoint
+from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
 from tools.service_client import Service
 from test_serve import run_test_counts
 from test_video import write_clip
@@ -37,16 +37,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.pth"
-    counting_checkpoint(path)
-    yield path
-    path.unlink()
-
-
-@pytest.fixture(scope="module")
-def service(checkpoint):
-    service = Service(["--weight_path", str(checkpoint)])
+def service(counting_model):
+    service = Service(["--weight_path", str(counting_model)])
     yield service
     assert service.stop() == 0, service.output
 
