@@ -1,6 +1,15 @@
 """Datasets: a registry of entries (data), where their files are (``layout``), one dataset class and
 ``build_dataset``, which takes explicit values (the scripts turn their arguments into them, see
 ``util.options``)."""
+import os
+
+from .decoding_limit import OPENCV_LIMIT_VARIABLE, opencv_pixel_limit
+
+# OpenCV reads its pixel limit once, when the library loads: set here, before any module of the package imports
+# cv2, it holds in every script that imports the package first (train.py, run_test.py, serve.py through
+# inference) and in their subprocesses (DataLoader workers), which inherit the environment.
+os.environ[OPENCV_LIMIT_VARIABLE] = opencv_pixel_limit(os.environ.get(OPENCV_LIMIT_VARIABLE))
+
 from .dataset import CrowdDataset, EpochSampler, collate_crops, collate_images
 from .layout import count_clean_pairs, find_samples
 from .registry import DATASETS, get_entry

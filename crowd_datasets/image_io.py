@@ -1,4 +1,5 @@
-"""Image decoding shared by datasets and inference: RGB exactly as OpenCV decodes it."""
+"""Image decoding shared by datasets and inference: RGB exactly as OpenCV decodes it, of the picture formats of
+``IMAGE_SUFFIXES`` only (``check_encoded`` holds the rule every path applies before OpenCV sees any bytes)."""
 import io
 import warnings
 from pathlib import Path
@@ -8,6 +9,12 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+# The formats of IMAGE_SUFFIXES (what ``sniff_format`` names) -> the names Pillow gives them; a JPEG that holds
+# several pictures (a camera's stereo or preview frames) opens in Pillow as MPO, and OpenCV decodes its first.
+PICTURE_FORMATS = {"JPEG": ("JPEG", "MPO"), "PNG": ("PNG",), "BMP": ("BMP",), "TIFF": ("TIFF",), "WebP": ("WEBP",),
+                   "PNM": ("PPM",)}
+NOT_A_PICTURE_FORMAT = "not a readable image: not a picture format this project reads (" + ", ".join(
+    PICTURE_FORMATS) + ")"
 
 
 def is_image_file(path) -> bool:
@@ -24,10 +31,59 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
+def sniff_format(data: bytes):
+    """The picture format ``data`` starts with, a key of ``PICTURE_FORMATS``, or ``None`` for any other content.
+    Decided by the magic bytes by which OpenCV picks its decoder too (no other decoder of OpenCV's claims them)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:2] == b"BM":
+        return "BMP"
+    # Classic TIFF and BigTIFF (42 and 43 after the byte order), both of which libtiff and Pillow read.
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    # P1 to P6 and whitespace, as OpenCV's PNM decoder requires; P7 (PAM) and PF/Pf (PFM) are other decoders.
+    if data[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") and data[2:3].isspace():
+        return "PNM"
+    return None
+
+
+def header_size(data: bytes, picture_format: str):
+    """``(width, height)`` in pixels that Pillow reads from the header of ``data`` as ``picture_format`` (a key of
+    ``PICTURE_FORMATS``), without decoding; ``None`` when it cannot. Pillow's reader of that one format is called
+    directly: ``Image.open`` would try the others too, and its decompression-bomb warning could only be silenced
+    with ``warnings.catch_warnings``, which makes every once-only warning of the process (a dataset's) show again."""
+    from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin, WebPImagePlugin
+
+    readers = {"JPEG": JpegImagePlugin.jpeg_factory, "PNG": PngImagePlugin.PngImageFile,
+               "BMP": BmpImagePlugin.BmpImageFile, "TIFF": TiffImagePlugin.TiffImageFile,
+               "WebP": WebPImagePlugin.WebPImageFile, "PNM": PpmImagePlugin.PpmImageFile}
+    try:
+        # Pillow checks that both sides are positive; its readers turn a short or odd header into SyntaxError.
+        with readers[picture_format](io.BytesIO(data)) as image:
+            return image.size if image.format in PICTURE_FORMATS[picture_format] else None
+    except (SyntaxError, OSError, ValueError):
+        return None
+
+
+def described_size(width: int, height: int) -> str:
+    """A declared size as errors give it, ``10000 x 8000 pixels (80 MP)``; above twice Pillow's ``MAX_IMAGE_PIXELS``
+    (179 MP) ``more than 179 MP``, as ``declared_pixels`` can only give it."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and width * height > 2 * Image.MAX_IMAGE_PIXELS:
+        return f"more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP"
+    return f"{width} x {height} pixels ({width * height / 1e6:.0f} MP)"
+
+
 def declared_pixels(data: bytes):
     """``(pixels, description)`` of the size an encoded image's header declares, read without decoding,
-    or ``None`` when Pillow does not know the format (OpenCV may still decode it). Above Pillow's own
-    limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) only that bound is known."""
+    or ``None`` when Pillow does not know the format: any format Pillow knows (the service tells pictures from
+    videos by it), where ``check_encoded`` reads only those of the list. Above Pillow's own limit (twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) only that bound is known."""
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -41,7 +97,7 @@ def declared_pixels(data: bytes):
             return bound + 1, f"more than {bound / 1e6:.0f} MP"
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
-    return width * height, f"{width} x {height} pixels ({width * height / 1e6:.0f} MP)"
+    return width * height, described_size(width, height)
 
 
 def truncation(data: bytes):
@@ -61,10 +117,11 @@ def truncation(data: bytes):
 
 
 def read_rgb(path, max_pixels: int = None) -> np.ndarray:
-    """Decode an image file to ``H x W x 3`` uint8 RGB; with ``max_pixels``, refuse (``ImageReadError``)
-    a file whose header declares more pixels, before decoding: a tiny file can declare a picture that
-    would take gigabytes. A truncated JPEG or PNG is refused too (``truncation``): decoders differ in
-    whether they fill its missing part with grey or fail, and a count of half a picture is wrong.
+    """Decode an image file to ``H x W x 3`` uint8 RGB; refuse (``ImageReadError``), before decoding, a file
+    that is not one of the picture formats of ``IMAGE_SUFFIXES`` by its content or whose header does not give its
+    size, and with ``max_pixels`` one whose header declares more pixels: a tiny file can declare a picture that
+    would take gigabytes (``check_encoded``). A truncated JPEG or PNG is refused too (``truncation``): decoders
+    differ in whether they fill its missing part with grey or fail, and a count of half a picture is wrong.
 
     Decodes as ``cv2.imread(path, cv2.IMREAD_COLOR)`` does, as upstream: an alpha channel is dropped (not
     blended), grey images are expanded to three channels, 16-bit images are scaled to 8 bits, and the
@@ -79,11 +136,25 @@ def read_rgb(path, max_pixels: int = None) -> np.ndarray:
 
 
 def check_encoded(data: bytes, name, max_pixels: int = None) -> None:
-    """The checks ``read_rgb`` makes before decoding, on an encoded image's bytes: ``ImageReadError`` (naming
-    ``name``) when its header declares more than ``max_pixels`` pixels or it is a truncated JPEG or PNG."""
-    declared = declared_pixels(data) if max_pixels is not None and data else None
-    if declared is not None and declared[0] > max_pixels:
-        raise ImageReadError(name, f"declares {declared[1]}, over the limit of {max_pixels / 1e6:g} MP "
+    """The rule every path applies to an encoded image's bytes before OpenCV sees them (``read_rgb``,
+    ``decode_rgb``, the service's uploads): ``ImageReadError`` naming ``name`` unless
+
+    - its magic bytes are those of a format of ``IMAGE_SUFFIXES`` (``sniff_format``): OpenCV decodes many more,
+      some of which a few KB expand to gigabytes (Radiance HDR), or go through a temporary file;
+    - Pillow reads its size from its header as that same format, so that the header checked is the one the
+      decoder OpenCV picks by the same magic bytes reads;
+    - that size is at most ``max_pixels`` pixels (no limit when ``None``);
+    - it is not a truncated JPEG or PNG (``truncation``).
+    """
+    picture_format = sniff_format(data)
+    if picture_format is None:
+        raise ImageReadError(name, NOT_A_PICTURE_FORMAT)
+    size = header_size(data, picture_format)
+    if size is None:
+        raise ImageReadError(name, f"not a readable image: its size cannot be read from its header (a damaged "
+                                   f"{picture_format} file?)")
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(name, f"declares {described_size(*size)}, over the limit of {max_pixels / 1e6:g} MP "
                                    "(--max_megapixels raises it)")
     damage = truncation(data)
     if damage is not None:
@@ -93,18 +164,26 @@ def check_encoded(data: bytes, name, max_pixels: int = None) -> None:
 def decode_rgb(data: bytes, name, max_pixels: int = None) -> np.ndarray:
     """``read_rgb`` for an encoded image's bytes (an upload, say); ``name`` is what errors call it."""
     check_encoded(data, name, max_pixels)
-    return decode_checked(data, name)
+    return decode_checked(data, name, max_pixels)
 
 
-def decode_checked(data: bytes, name) -> np.ndarray:
-    """Decode bytes that ``check_encoded`` has accepted, as ``read_rgb`` does (``ImageReadError`` when OpenCV
-    cannot)."""
+def decode_checked(data: bytes, name, max_pixels: int = None) -> np.ndarray:
+    """Decode bytes that ``check_encoded`` has accepted (with the same ``max_pixels``) to ``H x W x 3`` uint8 RGB,
+    as ``read_rgb`` does; ``ImageReadError`` when OpenCV cannot. Content of other formats is refused here too, so
+    that OpenCV never sees it whoever calls this; with ``max_pixels`` the decoded size is checked again, as a
+    header can lie."""
+    if sniff_format(data) is None:
+        raise ImageReadError(name, NOT_A_PICTURE_FORMAT)
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as error:
         raise ImageReadError(name, f"not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
     if bgr is None:
         raise ImageReadError(name, "not a readable image (OpenCV could not decode it)")
+    height, width = bgr.shape[:2]
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageReadError(name, f"decodes to {width} x {height} pixels ({height * width / 1e6:.0f} MP), more than "
+                                   f"its header declares and over the limit of {max_pixels / 1e6:g} MP")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -4,6 +4,7 @@ them (``train.build_parser``, ``run_test.build_parser``) and turns the parsed ar
 values the builders take (``dataset_options``, ``criterion_options``, ``network_flags``)."""
 import argparse
 
+from crowd_datasets.decoding_limit import MAX_DECODED_PIXELS
 from crowd_datasets.registry import DATASETS
 from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, check_tile_size
 
@@ -44,6 +45,16 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def megapixels(text: str) -> float:
+    """An argparse type: a positive number of megapixels, at most ``MAX_DECODED_PIXELS`` / 1e6 (268.4), the most
+    OpenCV is let decode here (``crowd_datasets.decoding_limit``): a larger limit could never be reached."""
+    value = positive_float(text)
+    if value > MAX_DECODED_PIXELS / 1e6:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DECODED_PIXELS / 1e6} (the most megapixels OpenCV "
+                                         f"decodes here), got {text}")
     return value
 
 
@@ -91,9 +102,10 @@ def add_counting_arguments(group) -> None:
                        help="pictures larger than this many pixels per side (a multiple of 128) run as "
                             "overlapping tiles, which bounds memory and gives the same points as the whole "
                             "picture; 0 never tiles")
-    group.add_argument("--max_megapixels", type=positive_float, default=DEFAULT_MAX_PIXELS / 1e6,
-                       help="pictures whose file declares more pixels (millions) are refused before decoding, as "
-                            "a tiny file can declare a picture that needs gigabytes")
+    group.add_argument("--max_megapixels", type=megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
+                       help="pictures whose file declares more pixels (millions, at most "
+                            f"{MAX_DECODED_PIXELS / 1e6}) are refused before decoding, as a tiny file can declare "
+                            "a picture that needs gigabytes")
 
 
 def counter_options(args) -> dict:
