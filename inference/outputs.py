@@ -1,6 +1,7 @@
 """What counting prints and writes: lines on the console, ``counts.csv`` (row by row, or all rows at once
 under ``torchrun``), and each picture's ``points/``, ``vis/`` and ``restored/`` files."""
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from crowd_datasets.image_io import write_rgb
 from .density import density_map
 from .visualize import draw_density, draw_points, draw_zones
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# ... except a number written as text, such as a time "-0.040", which stays a number there.
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", re.ASCII)
+
 
 def say(line: str, file=None) -> None:
     """Print ``line`` above any progress bar in a single write, flushed: processes that share a terminal or a
@@ -21,29 +27,44 @@ def say(line: str, file=None) -> None:
     file.flush()
 
 
+def csv_text(value):
+    """``value`` as a cell of ``counts.csv``: text that a spreadsheet would run as a formula (a zone or file
+    name such as ``=HYPERLINK(...)`` or ``+cmd.jpg``) behind a single quote, which keeps it text there;
+    other text and numbers as they are. Applied twice, it quotes once."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_row(row) -> list:
+    """``row`` with its text cells made safe for spreadsheets (``csv_text``)."""
+    return [csv_text(value) for value in row]
+
+
 class CountsCsv:
-    """``counts.csv`` at ``path`` (``None``: nothing is written): ``header``, then a row per picture or frame.
+    """``counts.csv`` at ``path`` (``None``: nothing is written): ``header``, then a row per picture or frame,
+    every text cell (names of zones and pictures) through ``csv_text``.
 
     ``streaming``: each row is written and flushed as it comes, so that an interrupted run keeps what it
     counted. Otherwise (processes of ``torchrun``) nothing is written until ``write_all`` is given every
     process's rows, by the first process. Use it as a context manager, which closes the file."""
 
     def __init__(self, path: Path, header: list, streaming: bool = True):
-        self.path, self.header = path, header
+        self.path, self.header = path, csv_row(header)
         self.file = open(path, "w", newline="") if path is not None and streaming else None
         self.writer = csv.writer(self.file) if self.file is not None else None
         if self.writer is not None:
-            self.writer.writerow(header)
+            self.writer.writerow(self.header)
 
     def add(self, row: list) -> None:
         if self.writer is not None:
-            self.writer.writerow(row)
+            self.writer.writerow(csv_row(row))
             self.file.flush()
 
     def write_all(self, rows: list) -> None:
         if self.path is not None:
             with open(self.path, "w", newline="") as file:
-                csv.writer(file).writerows([self.header] + rows)
+                csv.writer(file).writerows([self.header] + [csv_row(row) for row in rows])
 
     def close(self) -> None:
         if self.file is not None:
@@ -57,8 +78,9 @@ class CountsCsv:
 
 
 def video_header(zones: dict) -> list:
-    """The columns of a video's ``counts.csv``: ``frame,time_s,count`` and a column per zone."""
-    return ["frame", "time_s", "count", *zones]
+    """The columns of a video's ``counts.csv``: ``frame,time_s,count`` and a column per zone (``csv_text``:
+    ``serve.py`` writes these rows itself)."""
+    return ["frame", "time_s", "count", *map(csv_text, zones)]
 
 
 def video_row(index: int, time_s: float, result: dict, zones: dict) -> list:

@@ -7,6 +7,11 @@ exclusion polygon are dropped before anything else looks at them.
 Files (``--zones``, ``--exclude``) are JSON: either an object ``{"name": [[x, y], [x, y], [x, y], ...]}``
 (in the order given), or a LabelMe annotation, whose ``polygon`` and ``rectangle`` shapes become
 polygons named by their ``label``.
+
+Zones and exclusions also come from clients of ``serve.py``, so each field (zones or exclusions) is capped:
+at most ``MAX_POLYGONS`` polygons, each of at most ``MAX_VERTICES`` vertices and with a name of at most
+``MAX_NAME_CHARS`` characters. ``inside`` takes at most ``BLOCK_PAIRS`` (point, edge) pairs at a time, so
+that millions of points (every anchor of a large picture at threshold 0) need a few numbers each, not V.
 """
 import json
 from pathlib import Path
@@ -15,18 +20,27 @@ import numpy as np
 
 # counts.csv columns that a zone may not be named after (pictures: image,count; videos: frame,time_s,count).
 RESERVED_NAMES = ("image", "count", "frame", "time_s")
+MAX_POLYGONS, MAX_VERTICES, MAX_NAME_CHARS = 64, 1000, 100
+# inside() takes at most this many (point, edge) pairs at once: 8 MiB per float64 temporary.
+BLOCK_PAIRS = 1 << 20
 
 
 def check_polygons(polygons: dict, source: str) -> dict:
     """``polygons`` (name -> ``[[x, y], ...]``) as name -> float64 ``[V, 2]`` arrays, in their order, or
     ``ValueError`` naming ``source`` and the polygon: fewer than 3 vertices, a coordinate that is not a
-    finite number, an empty, repeated or reserved name."""
+    finite number, an empty, repeated or reserved name, more than the caps (see the module's docstring)."""
     if not isinstance(polygons, dict):
         raise ValueError(f"{source}: expected an object of named polygons, got {type(polygons).__name__}")
+    if len(polygons) > MAX_POLYGONS:
+        raise ValueError(f"{source}: {len(polygons)} polygons; at most {MAX_POLYGONS} may be given")
     checked = {}
     for name, vertices in polygons.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"{source}: a polygon has an empty name")
+        if len(name) > MAX_NAME_CHARS:
+            # Only the name's start: the whole one could be megabytes.
+            raise ValueError(f"{source}: the name {name[:20] + '...'!r} has {len(name)} characters; "
+                             f"at most {MAX_NAME_CHARS}")
         if name in checked:
             raise ValueError(f"{source}: the name {name!r} is given twice")
         if name in RESERVED_NAMES:
@@ -41,6 +55,8 @@ def check_polygons(polygons: dict, source: str) -> dict:
             raise ValueError(f"{source}: polygon {name!r} has a coordinate that is not a finite number")
         if len(array) < 3:
             raise ValueError(f"{source}: polygon {name!r} has {len(array)} points; a polygon needs at least 3")
+        if len(array) > MAX_VERTICES:
+            raise ValueError(f"{source}: polygon {name!r} has {len(array)} points; at most {MAX_VERTICES}")
         checked[name] = array
     return checked
 
@@ -95,11 +111,33 @@ def labelme_polygons(shapes: list, path: Path) -> dict:
 
 def inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """bool ``[N]``: which of ``points`` (``[N, 2]`` pixels) lie inside ``polygon`` (``[V, 2]``) by the
-    even-odd rule: a ray from the point towards +x crosses the polygon's edges an odd number of times."""
+    even-odd rule: a ray from the point towards +x crosses the polygon's edges an odd number of times.
+
+    The points go in order of y, in blocks of ``BLOCK_PAIRS // V``, each against the edges that reach its
+    band of rows (``inside_band``): the float64 arithmetic of all ``[N, V]`` pairs at once, so the same
+    answers, with temporaries that do not grow with N."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    x, y = points[:, :1], points[:, 1:]
     start, end = polygon, np.roll(polygon, -1, axis=0)
-    spans = (start[:, 1] > y) != (end[:, 1] > y)  # [N, V]: the edge straddles the point's row
+    low, high = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+    result = np.zeros(len(points), dtype=bool)
+    # argsort puts a NaN y last; such a point crosses no edge (every comparison with NaN is False).
+    order = np.argsort(points[:, 1])[:np.count_nonzero(~np.isnan(points[:, 1]))]
+    step = max(1, BLOCK_PAIRS // len(polygon))
+    for first in range(0, len(order), step):
+        rows = order[first:first + step]
+        result[rows] = inside_band(points[rows], start, end, low, high)
+    return result
+
+
+def inside_band(points: np.ndarray, start: np.ndarray, end: np.ndarray, low: np.ndarray,
+                high: np.ndarray) -> np.ndarray:
+    """bool ``[B]``: ``inside`` for ``points`` (``[B, 2]``, sorted by y) and the edges ``start -> end``
+    (``[V, 2]`` each), which span the rows ``low <= y < high`` (``[V]``). An edge outside the band of rows
+    of the points cannot be crossed by their rays, so it is left out."""
+    x, y = points[:, :1], points[:, 1:]
+    near = (high > y[0, 0]) & (low <= y[-1, 0])
+    start, end = start[near], end[near]
+    spans = (start[:, 1] > y) != (end[:, 1] > y)  # [B, E]: the edge straddles the point's row
     with np.errstate(divide="ignore", invalid="ignore"):
         crossing_x = start[:, 0] + (y - start[:, 1]) * (end[:, 0] - start[:, 0]) / (end[:, 1] - start[:, 1])
     return (spans & (x < crossing_x)).sum(axis=1) % 2 == 1

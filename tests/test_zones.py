@@ -1,8 +1,10 @@
 """inference/zones.py and --zones/--exclude: every zone counts exactly the points inside it (even-odd rule),
-overlapping and concave zones and zones partly off the picture included; excluded points are gone from
-everything; bad files are one line and nothing is written."""
+overlapping and concave zones and zones partly off the picture included, in bounded memory for millions of
+points; excluded points are gone from everything; bad files and polygons past the caps are one line and
+nothing is written."""
 import csv
 import json
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -11,7 +13,8 @@ import torch
 
 import run_test
 from inference import Counter
-from inference.zones import inside, read_polygons
+import inference.zones
+from inference.zones import MAX_NAME_CHARS, MAX_POLYGONS, MAX_VERTICES, check_polygons, inside, read_polygons
 from util.script import EXIT_SKIPPED
 from helpers import FixedScores, counting_checkpoint
 
@@ -39,6 +42,84 @@ def test_inside_agrees_with_the_rule_on_random_points_and_edges():
         assert inside(points, np.array(polygon, dtype=np.float64)).tolist() == expected
     assert inside(np.array([[0, 5], [10, 5], [5, 0], [5, 10]]), np.array(SQUARE, float)).tolist() == [
         True, False, True, False], "half-open as pixels are: left and top edges in, right and bottom out"
+
+
+def inside_at_once(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """``inside`` in one piece, as it was: the whole ``[N, V]`` arithmetic at once (``inside`` must agree
+    with it bit for bit)."""
+    x, y = points[:, :1], points[:, 1:]
+    start, end = polygon, np.roll(polygon, -1, axis=0)
+    spans = (start[:, 1] > y) != (end[:, 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing_x = start[:, 0] + (y - start[:, 1]) * (end[:, 0] - start[:, 0]) / (end[:, 1] - start[:, 1])
+    return (spans & (x < crossing_x)).sum(axis=1) % 2 == 1
+
+
+def grid_polygons(rng) -> list:
+    """Polygons with whole-pixel vertices in [0, 40]: concave stars, self-crossing scribbles and a comb, so
+    that many edges are horizontal and many rows hold several vertices."""
+    stars = []
+    for count in (5, 12, 40):
+        angles, radii = np.sort(rng.uniform(0, 2 * np.pi, count)), rng.integers(3, 20, count)
+        stars.append(np.round(np.stack([20 + radii * np.cos(angles), 20 + radii * np.sin(angles)], axis=1)))
+    scribbles = [rng.integers(0, 41, size=(count, 2)) for count in (4, 9, 30)]
+    comb = [[0, 0], [40, 0], [40, 10], [30, 10], [30, 40], [25, 40], [25, 10], [15, 10], [15, 40], [10, 40],
+            [10, 10], [0, 10]]
+    return [np.array(polygon, dtype=np.float64) for polygon in [*stars, *scribbles, comb, CONCAVE]]
+
+
+@pytest.mark.parametrize("block_pairs", [97, inference.zones.BLOCK_PAIRS])
+def test_inside_in_blocks_agrees_with_the_rule_on_random_polygons(monkeypatch, block_pairs):
+    monkeypatch.setattr(inference.zones, "BLOCK_PAIRS", block_pairs)
+    rng = np.random.default_rng(2)
+    whole = np.stack(np.meshgrid(np.arange(-1, 42), np.arange(-1, 42)), axis=-1).reshape(-1, 2)
+    halves = rng.integers(-2, 84, size=(1000, 2)) / 2
+    anywhere = rng.uniform(-2, 42, size=(1000, 2))
+    for polygon in grid_polygons(rng):
+        midpoints = (polygon + np.roll(polygon, -1, axis=0)) / 2
+        points = np.concatenate([whole, halves, anywhere, polygon, midpoints, [[5, np.nan], [np.nan, 5]]])
+        points = points[rng.permutation(len(points))]
+        expected = [crossings(x, y, polygon.tolist()) for x, y in points.tolist()]
+        assert inside(points, polygon).tolist() == expected == inside_at_once(points, polygon).tolist()
+    # Several blocks of the largest polygons, against the one-piece arithmetic.
+    polygon = rng.uniform(0, 40, size=(MAX_VERTICES, 2))
+    points = rng.uniform(-2, 42, size=(3 * max(1, block_pairs // MAX_VERTICES) + 500, 2))
+    points[::7] = np.round(points[::7])
+    assert (inside(points, polygon) == inside_at_once(points, polygon)).all()
+
+
+def test_inside_needs_bounded_memory_for_every_anchor_of_a_large_picture():
+    rng = np.random.default_rng(0)
+    angles, radii = np.sort(rng.uniform(0, 2 * np.pi, MAX_VERTICES)), rng.uniform(500, 2500, MAX_VERTICES)
+    polygon = np.stack([4000 + radii * np.cos(angles), 3000 + radii * np.sin(angles)], axis=1)
+    # 3 million points: every anchor of a 48 MP picture at threshold 0. 20,000 first, where [N, V] float64
+    # arrays in one piece already take 160 MB each: such an inside() fails there, before taking tens of GB.
+    for count in (20_000, 3_000_000):
+        points = rng.uniform(0, [8000, 6000], size=(count, 2))
+        tracemalloc.start()
+        try:
+            inside(points, polygon)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 200e6, f"inside() of {count} points took {peak / 1e6:.0f} MB at its peak"
+
+
+def test_polygons_past_the_caps_are_refused_in_one_line():
+    circle = [[np.cos(a), np.sin(a)] for a in np.linspace(0, 2 * np.pi, MAX_VERTICES, endpoint=False)]
+    at_the_caps = {f"{index:0{MAX_NAME_CHARS}d}": SQUARE for index in range(MAX_POLYGONS - 1)}
+    at_the_caps["circle"] = circle
+    assert list(check_polygons(at_the_caps, "zones")) == list(at_the_caps)
+    for polygons, message in [
+        ({**at_the_caps, "one more": SQUARE}, f"zones: {MAX_POLYGONS + 1} polygons; at most {MAX_POLYGONS} may be"),
+        ({"circle": circle + [[0, 0]]}, f"zones: polygon 'circle' has {MAX_VERTICES + 1} points; at most "
+                                        f"{MAX_VERTICES}"),
+        ({"x" * (MAX_NAME_CHARS + 1): SQUARE}, f"zones: the name '{'x' * 20}...' has {MAX_NAME_CHARS + 1} "
+                                               f"characters; at most {MAX_NAME_CHARS}"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            check_polygons(polygons, "zones")
+        assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
 
 
 def test_counter_counts_each_zone_independently_and_drops_excluded_points_first():
@@ -114,6 +195,7 @@ def test_run_test_prints_writes_and_draws_zone_counts_with_the_default_workers(t
     ({"count": [[0, 0], [1, 0], [1, 1]]}, "the name 'count' is a column of counts.csv; choose another"),
     ([[0, 0], [1, 0], [1, 1]], "neither an object of named polygons"),
     ({"shapes": [{"label": "x", "points": [[1, 1]], "shape_type": "point"}]}, "without polygon or rectangle shapes"),
+    ({f"zone {index}": SQUARE for index in range(65)}, "65 polygons; at most 64 may be given"),
 ])
 def test_bad_zone_files_are_one_line_and_nothing_is_written(tmp_path, capsys, content, message):
     counting_checkpoint(tmp_path / "model.pth")

@@ -272,11 +272,17 @@ function csvField(value) {
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
+// A name that a spreadsheet would run as a formula (not a number such as -5) goes behind a quote, as
+// run_test.py writes it (inference/outputs.py: csv_text).
+function csvName(name) {
+  return /^[=+\-@\t\r]/.test(name) && !/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(name) ? "'" + name : name;
+}
+
 function downloadCounts() {
   const counted = state.pictures.filter((picture) => picture.count !== undefined).reverse();
   const zones = [...new Set(counted.flatMap((picture) => Object.keys(picture.zoneCounts)))];
-  const rows = [["image", "count", ...zones]].concat(counted.map((picture) =>
-    [picture.name, picture.count, ...zones.map((zone) => picture.zoneCounts[zone] ?? "")]));
+  const rows = [["image", "count", ...zones.map(csvName)]].concat(counted.map((picture) =>
+    [csvName(picture.name), picture.count, ...zones.map((zone) => picture.zoneCounts[zone] ?? "")]));
   download("counts.csv", rows.map((row) => row.map(csvField).join(",")).join("\r\n") + "\r\n");
 }
 
