@@ -6,8 +6,10 @@
 The network is loaded once and runs one picture or frame at a time; see docs/serving.md.
 """
 import ipaddress
+import os
 import socket
 import sys
+from pathlib import Path
 
 from inference import Counter
 from models.checkpoint import CheckpointError
@@ -16,6 +18,9 @@ from util.options import (add_counting_arguments, add_input_norm_argument, add_r
                           counter_options, new_parser, positive_float)
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, configure_malloc, error_line, run_script
 from util.signals import Terminated, stop_on_sigterm
+
+# The environment variable a token may come from, so that it need not show in the process list.
+TOKEN_ENV_VAR = "DEHAZE_P2PNET_TOKEN"
 
 
 def build_parser():
@@ -33,7 +38,12 @@ def build_parser():
     group.add_argument("--port", type=at_least(0), default=8000, help="port to listen on (0: any free port)")
     group.add_argument("--token", default=None,
                        help="a secret the API's clients must send as 'Authorization: Bearer TOKEN' (the page "
-                            "asks for it)")
+                            f"asks for it); --token_file or ${TOKEN_ENV_VAR} keep it out of the process list")
+    group.add_argument("--token_file", default=None,
+                       help="read the token from the first line of this file instead")
+    group.add_argument("--allowed_hosts", nargs="+", default=(), metavar="NAME",
+                       help="other names clients reach this server by (a DNS name, a proxy's); requests naming "
+                            "any other Host are refused, so that web pages cannot reach it by DNS rebinding")
     group.add_argument("--no_auth", action="store_true",
                        help="serve on an address other than 127.0.0.1 without a token: anyone who reaches it "
                             "can use it")
@@ -42,7 +52,61 @@ def build_parser():
     group.add_argument("--max_queue", type=at_least(1), default=16,
                        help="requests that may wait for the network; beyond that they are answered 503 with "
                             "Retry-After")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--client_timeout_s", type=positive_float, default=15.0,
+                        help="seconds a client may take to send a request's head, or leave its upload without "
+                             "progress, before its connection is closed")
+    limits.add_argument("--max_connections", type=at_least(1), default=512,
+                        help="connections served at once; requests on more are answered 503")
+    limits.add_argument("--max_videos", type=at_least(1), default=2,
+                        help="video jobs waiting or counting at once")
+    limits.add_argument("--max_video_s", type=positive_float, default=600.0,
+                        help="longest video counted, in seconds of video")
+    limits.add_argument("--job_ttl_s", type=positive_float, default=3600.0,
+                        help="seconds a finished video job's counts stay available")
     return parser
+
+
+def read_token(args, parser) -> str | None:
+    """The token from --token, --token_file or the environment (in that order), or ``None``."""
+    if args.token is not None and args.token_file is not None:
+        parser.error("give --token or --token_file, not both")
+    token, source = args.token, "--token"
+    if args.token_file is not None:
+        try:
+            token, source = Path(args.token_file).read_text(encoding="utf-8").partition("\n")[0], "--token_file"
+        except (OSError, UnicodeDecodeError) as error:
+            parser.error(f"--token_file {args.token_file}: cannot read it ({getattr(error, 'strerror', error)})")
+    elif token is None and os.environ.get(TOKEN_ENV_VAR) is not None:
+        token, source = os.environ[TOKEN_ENV_VAR], f"${TOKEN_ENV_VAR}"
+    if token is not None and not token.strip():
+        parser.error(f"{source} is empty; give a secret, or leave it out on 127.0.0.1")
+    return token.strip() if token is not None else None
+
+
+def service_settings(args, token: str | None, port: int):
+    """The ``serving.app.ServiceSettings`` the flags describe, for a server that got ``port``."""
+    from serving.app import ServiceSettings
+    from serving.guards import allowed_hosts
+    from serving.videos import VideoLimits
+
+    videos = VideoLimits(active=args.max_videos, max_seconds=args.max_video_s, ttl_s=args.job_ttl_s)
+    return ServiceSettings(name=args.weight_path, token=token, max_upload_mb=args.max_upload_mb,
+                           max_queue=args.max_queue, allowed_hosts=allowed_hosts(args.host, port, args.allowed_hosts),
+                           client_timeout_s=args.client_timeout_s, videos=videos)
+
+
+def raise_open_file_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets and its own files (the soft limit is often 1024)."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard),
+                                                    hard))
 
 
 def is_loopback(host: str) -> bool:
@@ -63,11 +127,11 @@ def listen(host: str, port: int) -> socket.socket:
         raise OSError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error})") from None
 
 
-def announce(args, counter, server_socket) -> None:
+def announce(args, token, counter, server_socket) -> None:
     """The line saying where the service is, who may use it, and how to stop it."""
     host, port = server_socket.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    if args.token is not None:
+    if token is not None:
         access = "the API needs the token (Authorization: Bearer ...)"
     elif is_loopback(args.host):
         access = "no token: bound to this machine only"
@@ -81,9 +145,8 @@ def announce(args, counter, server_socket) -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.token is not None and not args.token.strip():
-        parser.error("--token is empty; give a secret, or leave it out on 127.0.0.1")
-    if not is_loopback(args.host) and args.token is None and not args.no_auth:
+    token = read_token(args, parser)
+    if not is_loopback(args.host) and token is None and not args.no_auth:
         parser.error(f"--host {args.host} serves beyond this machine: give --token SECRET (clients then send "
                      "'Authorization: Bearer SECRET'), or --no_auth to let anyone who reaches it count")
     configure_malloc()
@@ -91,14 +154,15 @@ def main(argv=None) -> int:
         # Imported here: the web framework is only needed once arguments are known to be good.
         import uvicorn
 
-        from serving.app import ServiceSettings, create_app
+        from serving.app import create_app
+        from serving.guards import head_deadline_protocol
 
+        raise_open_file_limit(args.max_connections)
         server_socket = listen(args.host, args.port)
         stop_on_sigterm()
         counter = Counter.from_checkpoint(args.weight_path, device=resolve_device(args.device), **counter_options(args))
-        settings = ServiceSettings(name=args.weight_path, token=args.token, max_upload_mb=args.max_upload_mb,
-                                   max_queue=args.max_queue)
-        app = create_app(counter, settings, on_ready=lambda: announce(args, counter, server_socket))
+        settings = service_settings(args, token, server_socket.getsockname()[1])
+        app = create_app(counter, settings, on_ready=lambda: announce(args, token, counter, server_socket))
     except (OSError, ValueError, CheckpointError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return EXIT_FAILED
@@ -110,7 +174,9 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     try:
         # uvicorn's own handlers stop it gracefully on Ctrl-C and SIGTERM once it runs.
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
+                                limit_concurrency=args.max_connections, timeout_keep_alive=5,
+                                http=head_deadline_protocol(args.client_timeout_s))
         uvicorn.Server(config).run(sockets=[server_socket])
     except (KeyboardInterrupt, Terminated):
         pass

@@ -1,7 +1,6 @@
 """The counting service: the web page, the HTTP API (documented at ``/docs``) and the rules that keep it
 safe to leave running (upload limit, bounded queue, token). ``create_app`` wires a loaded ``Counter``
 into a FastAPI application; ``serve.py`` runs it."""
-import asyncio
 import base64
 import csv
 import hmac
@@ -10,7 +9,7 @@ import json
 import math
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -29,15 +28,18 @@ from inference.visualize import density_layer
 from inference.zones import count_points
 
 from . import api_docs
-from .uploads import ApiError, UploadLimit, parse_flag, parse_int, parse_polygons, parse_threshold, read_form
-from .videos import VideoJobs
-from .work import ClientGone, InferenceQueue, QueueFull
+from .guards import RequestGuard, SecurityHeaders
+from .uploads import (ApiError, UploadLimit, parse_flag, parse_int, parse_polygons, parse_threshold, read_body,
+                      read_form)
+from .videos import VideoJobs, VideoLimits
+from .work import ClientGone, QueueFull, WorkQueue
 
 STATIC = Path(__file__).with_name("static")
-# The page and its API docs load nothing from elsewhere; pictures shown are data: and blob: URLs.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                           "style-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; "
-                           "frame-ancestors 'none'")
+# An answer lists at most this many points (the highest scoring, flagged "points_truncated"; the counts
+# count them all), and a recount takes at most as many: a picture at threshold 0 has millions of anchors.
+MAX_ANSWER_POINTS = 100_000
+# A recount's JSON body at most (bytes): MAX_ANSWER_POINTS points with room to spare.
+MAX_RECOUNT_BYTES = 16 * 2 ** 20
 # The density layer a page gets is at most this many pixels per side: it is smooth, and a phone need not
 # fetch a 12 MP overlay.
 DENSITY_LAYER_SIDE = 1024
@@ -45,22 +47,41 @@ DENSITY_LAYER_SIDE = 1024
 CLIENT_CLOSED = 499
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServiceSettings:
     """What ``serve.py`` decides about the service: the checkpoint's ``name`` as given, the bearer ``token``
-    (``None``: none needed), the upload limit in MB and how many requests may wait for the network."""
+    (``None``: none needed), the upload limit in MB, how many requests may wait for the network (and, as
+    many, for the CPU's other work), the ``Host`` values answered (``guards.allowed_hosts``; ``None``:
+    any), the seconds a client may leave a request's head or body without progress, and the video jobs'
+    limits."""
 
     name: str
     token: str = None
     max_upload_mb: float = 50.0
     max_queue: int = 16
+    allowed_hosts: frozenset = None
+    client_timeout_s: float = 15.0
+    videos: VideoLimits = field(default_factory=VideoLimits)
+
+    @property
+    def shown_name(self) -> str:
+        """The checkpoint as the API shows it: its file name, never the folders it is in."""
+        return Path(self.name).name
+
+    @property
+    def upload_budget_bytes(self) -> int:
+        """Bytes of request bodies under way at once: each waiting request's upload, and a few arriving."""
+        return int((self.max_queue + self.videos.active + 2) * self.max_upload_mb * 2 ** 20)
 
 
-def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> FastAPI:
-    """The FastAPI application serving ``counter`` (loaded once; it runs one picture or frame at a time).
-    ``on_ready()`` is called once the server is up and will stop cleanly on a signal."""
-    queue = InferenceQueue(settings.max_queue)
-    videos = VideoJobs(counter, queue, settings.max_queue)
+def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
+    """The ASGI application serving ``counter`` (loaded once; it runs one picture or frame at a time): the
+    FastAPI routes inside the request guards. ``on_ready()`` is called once the server is up and will stop
+    cleanly on a signal."""
+    network = WorkQueue(settings.max_queue, lanes=("pictures", "frames"), name="network")
+    # Recounts, density layers and long answers: off the event loop, one at a time, bounded as the network.
+    cpu = WorkQueue(settings.max_queue, name="cpu work")
+    videos = VideoJobs(counter, network, settings.videos)
     timing = {"seconds": None, "pictures": 0}
 
     @asynccontextmanager
@@ -69,11 +90,13 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
             on_ready()
         yield
         await videos.close()
-        queue.close()
+        network.close()
+        cpu.close()
 
     app = FastAPI(title="Dehaze-P2PNet counting service", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None, description=api_docs.DESCRIPTION)
-    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2 ** 20))
+    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 2 ** 20),
+                       budget_bytes=settings.upload_budget_bytes, client_timeout_s=settings.client_timeout_s)
 
     @app.exception_handler(ApiError)
     async def refused(request, error: ApiError):
@@ -85,7 +108,8 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
 
     @app.exception_handler(Exception)
     async def failed(request, error: Exception):
-        return JSONResponse({"error": f"the server failed on this request ({type(error).__name__}: {error})"}, 500)
+        # The reason goes to the server's log (uvicorn logs the traceback), never to the client.
+        return JSONResponse({"error": "the server failed on this request; the reason is in its log"}, 500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error: RequestValidationError):
@@ -101,28 +125,29 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
             raise ApiError(401, "this server needs its token: send the header 'Authorization: Bearer <token>' "
                                 "(the --token serve.py was started with)", {"WWW-Authenticate": "Bearer"})
 
-    async def on_network(function, *args, request: Request):
-        try:
-            return await queue.run(function, *args, disconnected=request.is_disconnected)
-        except QueueFull:
-            raise ApiError(503, f"busy: {queue.waiting} requests are waiting for the network (serve.py "
-                                "--max_queue); try again shortly", {"Retry-After": str(retry_after())}) from None
-
-    def retry_after() -> int:
+    def busy(queue: WorkQueue, lane: str) -> ApiError:
         seconds = timing["seconds"] or 1.0
-        return max(1, math.ceil(seconds * (queue.waiting + 1)))
+        retry_after = max(1, math.ceil(seconds * (queue.waiting_in(lane) + 1)))
+        return ApiError(503, f"busy: {queue.waiting_in(lane)} requests are waiting (serve.py --max_queue); try "
+                             "again shortly", {"Retry-After": str(retry_after), "Connection": "close"})
+
+    async def on_queue(queue: WorkQueue, function, *args, request: Request, lane: str = "default"):
+        try:
+            return await queue.run(function, *args, lane=lane, disconnected=request.is_disconnected)
+        except QueueFull:
+            raise busy(queue, lane) from None
 
     def count_picture(data: bytes, name: str, threshold: float, zones: dict, exclude: dict, restore: bool) -> bytes:
         started = time.perf_counter()
         try:
-            rgb = decode_checked(data, name)  # check_encoded ran before the request was queued
+            rgb = decode_checked(data, name, counter.max_pixels)  # check_encoded ran before it queued
         except ImageReadError as error:
             raise ApiError(400, str(error)) from None
         result = counter.predict(rgb, restore=restore, zones=zones, exclude=exclude, threshold=threshold)
         seconds = time.perf_counter() - started
         timing["seconds"] = seconds if timing["seconds"] is None else 0.8 * timing["seconds"] + 0.2 * seconds
         timing["pictures"] += 1
-        answer = {"count": result["count"], "points": point_list(result), "zones": result.get("zones", {}),
+        answer = {"count": result["count"], **point_answer(result), "zones": result.get("zones", {}),
                   "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "threshold": threshold,
                   "milliseconds": round(1000 * seconds, 1)}
         if restore:
@@ -132,15 +157,13 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
 
     @app.get("/", include_in_schema=False)
     async def page():
-        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"),
-                            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return HTMLResponse(api_docs.render(app.openapi()),
-                            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+        return HTMLResponse(api_docs.render(app.openapi()))
 
     @app.get("/api/health", summary="Whether the model is loaded, and the queue",
              responses={200: api_docs.example(api_docs.HEALTH)})
@@ -148,21 +171,24 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         """The model and its settings, how many requests wait for the network and whether it is busy, how many
         pictures it counted since it started, the limits, and whether the API needs a token. Needs no token
         itself."""
-        return {"status": "ok", "model": settings.name, "device": str(counter.device),
+        return {"status": "ok", "model": settings.shown_name, "device": str(counter.device),
                 "mode": "fast" if counter.network.amp else "exact", "restoration": counter.has_restoration,
-                "threshold": counter.threshold, "queue": queue.waiting, "busy": queue.busy,
+                "threshold": counter.threshold, "queue": network.waiting_in("pictures"), "busy": network.busy,
                 "max_queue": settings.max_queue, "max_upload_mb": settings.max_upload_mb,
                 "max_megapixels": counter.max_pixels / 1e6, "pictures_counted": timing["pictures"],
-                "videos_active": videos.active,
-                "auth": settings.token is not None}
+                "videos_active": videos.active, "max_videos": settings.videos.active,
+                "max_video_s": settings.videos.max_seconds, "auth": settings.token is not None}
 
     @app.post("/api/count", summary="Count the people in a picture", dependencies=[Depends(authorised)],
               openapi_extra=api_docs.multipart(api_docs.COUNT_FIELDS), responses=api_docs.COUNT_RESPONSES)
     async def count(request: Request):
         """The picture's count, its points (``[x, y, score]`` in pixels of the picture, scores above the
-        threshold), each zone's count (after the exclusions), its size and the time it took on the network.
+        threshold; at most 100,000, the highest scoring, with ``points_truncated`` true when there were
+        more), each zone's count (after the exclusions), its size and the time it took on the network.
         With ``restore`` (checkpoints with the restoration module) also ``restored``: the scene without the
         weather as a JPEG data URL."""
+        if network.full("pictures"):
+            raise busy(network, "pictures")  # before the upload is read
         try:
             data, name, fields = await read_form(request, ("threshold", "zones", "exclude", "restore"))
             threshold = parse_threshold(fields.get("threshold"), counter.threshold)
@@ -170,32 +196,42 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
             exclude = parse_polygons(fields.get("exclude"), "exclude")
             restore = parse_flag(fields.get("restore"), "restore")
             if restore and not counter.has_restoration:
-                raise ApiError(400, f"restore: {settings.name} has no restoration module, so it cannot restore "
-                                    "pictures")
+                raise ApiError(400, f"restore: {settings.shown_name} has no restoration module, so it cannot "
+                                    "restore pictures")
             try:
                 check_encoded(data, name, counter.max_pixels)
             except ImageReadError as error:
                 raise ApiError(413 if "over the limit" in error.reason else 400, str(error)) from None
-            answer = await on_network(count_picture, data, name, threshold, zones, exclude, restore, request=request)
+            answer = await on_queue(network, count_picture, data, name, threshold, zones, exclude, restore,
+                                    request=request, lane="pictures")
         except (ClientDisconnect, ClientGone):
             return Response(status_code=CLIENT_CLOSED)
         return Response(answer, media_type="application/json")
 
-    @app.post("/api/recount", summary="Count again at another threshold or with other zones",
-              dependencies=[Depends(authorised)], openapi_extra=api_docs.json_body(api_docs.RECOUNT_FIELDS),
-              responses={200: api_docs.example(api_docs.RECOUNT)})
-    async def recount(request: Request):
-        """Without the network: the points of an earlier answer (counted at a lower threshold) kept above
-        ``threshold``, outside ``exclude``, and counted per zone, by the same rules as ``/api/count``. With
-        ``density`` also the density heatmap as a transparent PNG layer (data URL) and its ``peak``
-        (people per pixel at the top of its colour scale)."""
+    def recount_answer(body: bytes) -> bytes:
+        """On the CPU worker: ``/api/recount``'s answer to the JSON ``body``, encoded."""
+        request = parse_recount(body)
+        points = request["points"]
+        scores = points[:, 2].astype(np.float32)
+        # The network's rule: a float32 score above the threshold in float32 (Counter.select).
+        keep = scores > np.float32(request["threshold"])
+        result = count_points(points[keep, :2], scores[keep], request["zones"], request["exclude"])
+        answer = {"count": result["count"], **point_answer(result), "zones": result["zones"],
+                  "threshold": request["threshold"]}
+        if request["density"] is not None:
+            answer["density"] = density_answer(result["points"], *request["density"])
+        return json_bytes(answer)
+
+    def parse_recount(body: bytes) -> dict:
         try:
-            body = await request.json()
+            body = json.loads(body)
         except ValueError:
             raise ApiError(400, "expected a JSON body") from None
         if not isinstance(body, dict):
             raise ApiError(400, "expected a JSON object")
         raw = body.get("points", [])
+        if isinstance(raw, list) and len(raw) > MAX_ANSWER_POINTS:
+            raise ApiError(413, f"points: {len(raw)} points, over the limit of {MAX_ANSWER_POINTS} a recount takes")
         try:
             points = np.asarray(raw, dtype=np.float64) if isinstance(raw, list) and raw else np.zeros((0, 3))
         except (TypeError, ValueError):
@@ -203,28 +239,42 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         if points is None or not isinstance(raw, list) or points.ndim != 2 or points.shape[1] != 3 \
                 or not np.isfinite(points).all():
             raise ApiError(400, "points: expected a list of [x, y, score] numbers (an earlier answer's points)")
-        threshold = parse_threshold(body.get("threshold"), counter.threshold)
-        zones, exclude = parse_polygons(body.get("zones"), "zones"), parse_polygons(body.get("exclude"), "exclude")
-        scores = points[:, 2].astype(np.float32)
-        # The network's rule: a float32 score above the threshold in float32 (Counter.select).
-        keep = scores > np.float32(threshold)
-        result = count_points(points[keep, :2], scores[keep], zones, exclude)
-        answer = {"count": result["count"], "points": point_list(result), "zones": result["zones"],
-                  "threshold": threshold}
+        density = None
         if body.get("density"):
             width, height = (parse_int(body.get(key, ""), key, 1, None) for key in ("width", "height"))
             if width * height > counter.max_pixels:
                 raise ApiError(413, f"width x height: {width} x {height} is over the picture limit")
-            answer["density"] = await asyncio.to_thread(density_answer, result["points"], height, width)
-        return answer
+            density = (height, width)
+        return {"points": points, "threshold": parse_threshold(body.get("threshold"), counter.threshold),
+                "zones": parse_polygons(body.get("zones"), "zones"),
+                "exclude": parse_polygons(body.get("exclude"), "exclude"), "density": density}
+
+    @app.post("/api/recount", summary="Count again at another threshold or with other zones",
+              dependencies=[Depends(authorised)], openapi_extra=api_docs.json_body(api_docs.RECOUNT_FIELDS),
+              responses={200: api_docs.example(api_docs.RECOUNT)})
+    async def recount(request: Request):
+        """Without the network: the points of an earlier answer (counted at a lower threshold; at most
+        100,000) kept above ``threshold``, outside ``exclude``, and counted per zone, by the same rules as
+        ``/api/count``. With ``density`` also the density heatmap as a transparent PNG layer (data URL) and
+        its ``peak`` (people per pixel at the top of its colour scale)."""
+        if cpu.full("default"):
+            raise busy(cpu, "default")
+        try:
+            body = await read_body(request, MAX_RECOUNT_BYTES)
+            answer = await on_queue(cpu, recount_answer, body, request=request)
+        except (ClientDisconnect, ClientGone):
+            return Response(status_code=CLIENT_CLOSED)
+        return Response(answer, media_type="application/json")
 
     @app.post("/api/videos", summary="Start counting a video", status_code=202, dependencies=[Depends(authorised)],
               openapi_extra=api_docs.multipart(api_docs.VIDEO_FIELDS),
               responses={202: api_docs.example(api_docs.VIDEO)})
     async def start_video(request: Request):
-        """Upload a video (mp4, avi, mkv, mov, webm, ...); it is counted in the background, frame by frame
-        (every ``frame_stride``-th), taking turns on the network with pictures. Returns the job (``id``);
-        poll ``GET /api/videos/{id}``."""
+        """Upload a video (mp4, avi, mkv, mov, webm, ...; at most ``--max_video_s`` long); it is counted in the
+        background, frame by frame (every ``frame_stride``-th), taking turns on the network with pictures.
+        Returns the job (``id``); poll ``GET /api/videos/{id}``."""
+        if videos.full:
+            raise videos_busy()  # before the upload is read
         try:
             data, name, fields = await read_form(request, ("threshold", "zones", "exclude", "frame_stride"))
         except ClientDisconnect:
@@ -237,24 +287,29 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         try:
             job = await videos.start(data, name, threshold, zones, exclude, stride)
         except QueueFull:
-            raise ApiError(503, f"busy: {videos.active} videos are being counted (serve.py --max_queue); try again "
-                                "later", {"Retry-After": "30"}) from None
+            raise videos_busy() from None
         return JSONResponse(job.summary(), 202)
+
+    def videos_busy() -> ApiError:
+        return ApiError(503, f"busy: {videos.active} videos are being counted (serve.py --max_videos); try again "
+                             "later", {"Retry-After": "30", "Connection": "close"})
 
     @app.get("/api/videos/{job_id}", summary="A video job's progress and counts", dependencies=[Depends(authorised)],
              responses={200: api_docs.example(api_docs.VIDEO)})
-    async def video_progress(job_id: str, since: int = 0):
+    async def video_progress(job_id: str, request: Request, since: int = 0):
         """``state`` (waiting, counting, done, failed, cancelled), ``frames_done`` of ``frames_total``, and the
         counts of the frames from the ``since``-th on (``frame``, ``time_s``, ``count``, ``zones``)."""
-        return videos.get(job_id).summary(max(0, since))
+        job = videos.get(job_id)
+        answer = await on_queue(cpu, lambda: json_bytes(job.summary(max(0, since))), request=request)
+        return Response(answer, media_type="application/json")
 
     @app.get("/api/videos/{job_id}/counts.csv", summary="A video's counts as CSV", dependencies=[Depends(authorised)],
              response_class=Response, responses={200: {"content": {"text/csv": {}}}})
-    async def video_csv(job_id: str):
+    async def video_csv(job_id: str, request: Request):
         """``frame,time_s,count`` and a column per zone, one row per counted frame, as ``run_test.py`` writes."""
-        text = io.StringIO()
-        csv.writer(text).writerows(videos.get(job_id).counts_csv_rows())
-        return Response(text.getvalue(), media_type="text/csv",
+        job = videos.get(job_id)
+        text = await on_queue(cpu, csv_text, job.counts_csv_rows, request=request)
+        return Response(text, media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="counts.csv"'})
 
     @app.delete("/api/videos/{job_id}", summary="Stop counting a video", dependencies=[Depends(authorised)])
@@ -264,17 +319,30 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None) -> Fa
         videos.cancel(job)
         return {"id": job.id, "state": "cancelled" if job.state in ("waiting", "counting") else job.state}
 
-    return app
+    return SecurityHeaders(RequestGuard(app, settings.allowed_hosts))
+
+
+def csv_text(rows) -> str:
+    """The CSV text of ``rows()``, a callable giving a list of rows."""
+    text = io.StringIO()
+    csv.writer(text).writerows(rows())
+    return text.getvalue()
+
+
+def point_answer(result: dict) -> dict:
+    """``points`` (``[[x, y, score], ...]``, float32 values exactly as computed) of a result and whether they
+    were cut to the ``MAX_ANSWER_POINTS`` highest scoring (kept in their order) as ``points_truncated``."""
+    points, scores = result["points"], result["scores"]
+    truncated = len(scores) > MAX_ANSWER_POINTS
+    if truncated:
+        kept = np.sort(np.argsort(-scores, kind="stable")[:MAX_ANSWER_POINTS])
+        points, scores = points[kept], scores[kept]
+    return {"points": np.column_stack([points, scores]).astype(np.float64).tolist(), "points_truncated": truncated}
 
 
 def json_bytes(answer: dict) -> bytes:
     """``answer`` as JSONResponse would encode it."""
     return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-def point_list(result: dict) -> list:
-    """``[[x, y, score], ...]`` of a result's points, float32 values exactly as computed."""
-    return np.column_stack([result["points"], result["scores"]]).astype(np.float64).tolist()
 
 
 def data_url(rgb: np.ndarray, suffix: str) -> str:

@@ -152,14 +152,15 @@ def read_until_closed(connection: socket.socket) -> bytes:
 def test_uploads_over_the_limit_are_refused_while_they_stream(service):
     boundary = "b"
     start = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\n\r\n".encode()
-    declared = raw_request(service.port, b"POST /api/count HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                           b"boundary=b\r\nContent-Length: 600000000\r\nExpect: 100-continue\r\n\r\n")
+    declared = raw_request(service.port, b"POST /api/count HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 600000000\r\n"
+                           b"Expect: 100-continue\r\n\r\n")
     # Refused on the declared length, before the client sends any of its 600 MB (curl waits for 100 Continue).
     answer = read_until_closed(declared)
     assert answer.startswith(b"HTTP/1.1 413") and b"over the limit of 1 MB (serve.py --max_upload_mb)" in answer
     declared.close()
-    chunked = raw_request(service.port, b"POST /api/count HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                          b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunked = raw_request(service.port, b"POST /api/count HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
     chunk = b"\0" * 65536
     sent, answer = 0, b""
     chunked.settimeout(0.05)
@@ -216,7 +217,7 @@ def test_a_full_queue_answers_503_and_clients_that_leave_cost_nothing(counting_m
         running.start()
         assert service.wait_until(lambda health: health["busy"])["busy"]
         body, kind = multipart(small, "small.jpg", {})
-        waiting = raw_request(service.port, f"POST /api/count HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
+        waiting = raw_request(service.port, f"POST /api/count HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
                                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         health = service.wait_until(lambda health: health["queue"] == 1)
         assert health["queue"] == 1 and health["busy"]
@@ -226,7 +227,7 @@ def test_a_full_queue_answers_503_and_clients_that_leave_cost_nothing(counting_m
         health = service.wait_until(lambda health: health["queue"] == 0, timeout=10)
         assert health["queue"] == 0 and health["busy"], "the waiter should leave while the first still runs"
         # A client that leaves in the middle of its upload.
-        cut = raw_request(service.port, f"POST /api/count HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
+        cut = raw_request(service.port, f"POST /api/count HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
                                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
         cut.close()
         running.join(120)
