@@ -38,6 +38,8 @@ STATIC = Path(__file__).with_name("static")
 # An answer lists at most this many points (the highest scoring, flagged "points_truncated"; the counts
 # count them all), and a recount takes at most as many: a picture at threshold 0 has millions of anchors.
 MAX_ANSWER_POINTS = 100_000
+# Points encoded to JSON per call (json_bytes).
+JSON_ROWS_AT_ONCE = 5000
 # A recount's JSON body at most (bytes): MAX_ANSWER_POINTS points with room to spare.
 MAX_RECOUNT_BYTES = 16 * 2 ** 20
 # The density layer a page gets is at most this many pixels per side: it is smooth, and a phone need not
@@ -337,12 +339,25 @@ def point_answer(result: dict) -> dict:
     if truncated:
         kept = np.sort(np.argsort(-scores, kind="stable")[:MAX_ANSWER_POINTS])
         points, scores = points[kept], scores[kept]
-    return {"points": np.column_stack([points, scores]).astype(np.float64).tolist(), "points_truncated": truncated}
+    return {"points": np.column_stack([points, scores]).astype(np.float64), "points_truncated": truncated}
 
 
 def json_bytes(answer: dict) -> bytes:
-    """``answer`` as JSONResponse would encode it."""
-    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """``answer`` as JSONResponse would encode it; its ``points`` (an ``[N, 3]`` array) in rows of
+    ``JSON_ROWS_AT_ONCE``: each encoding call holds the interpreter's lock throughout, and the event loop
+    must get it back within milliseconds."""
+    points = answer.get("points")
+    if not isinstance(points, np.ndarray):
+        return json_text(answer).encode()
+    head = json_text({**answer, "points": []})
+    rows = ",".join(json_text(points[start:start + JSON_ROWS_AT_ONCE].tolist())[1:-1]
+                    for start in range(0, len(points), JSON_ROWS_AT_ONCE))
+    # "count" (a number) comes first, so the first '"points":[]' is the points' own.
+    return head.replace('"points":[]', f'"points":[{rows}]', 1).encode()
+
+
+def json_text(value) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def data_url(rgb: np.ndarray, suffix: str) -> str:

@@ -96,7 +96,8 @@ class SecurityHeaders:
 def head_deadline_protocol(seconds: float) -> type:
     """uvicorn's h11 protocol with a deadline: a connection whose request head (request line and headers)
     is not complete ``seconds`` after the connection opened, or after the first byte of a later request
-    on it, is closed. Idle connections between requests are closed by uvicorn's keep-alive timeout."""
+    on it, is closed; so is one answered before its request's body was read. Idle connections between
+    requests are closed by uvicorn's keep-alive timeout."""
 
     class HeadDeadlineProtocol(H11Protocol):
         head_timer = None
@@ -112,6 +113,13 @@ def head_deadline_protocol(seconds: float) -> type:
                     self.arm_head_timer()
             else:
                 self.disarm_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Answered before its body was read (a refusal): a client that goes on sending it would keep
+            # the connection open for ever, as each byte resets the keep-alive timer.
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self.transport.close()
 
         def connection_lost(self, exc) -> None:
             self.disarm_head_timer()
