@@ -9,7 +9,9 @@ DESCRIPTION = (
     "`serve.py` was started with `--token`, every `/api/` route but `/api/health` needs the header "
     "`Authorization: Bearer <token>`. One picture or video frame runs at a time; requests wait in a queue of "
     "`--max_queue`, beyond which the answer is 503 with `Retry-After`. Uploads over `--max_upload_mb` are "
-    "refused with 413 as they arrive.")
+    "refused with 413 as they arrive, and stalled ones with 408 after `--client_timeout_s`. Only requests "
+    "naming this server in `Host` are answered, and none from another site's page (`Origin`): 400 and 403. "
+    "Zones: at most 64 polygons of 1000 corners each; answers: at most 100,000 points.")
 
 ZONES_HELP = ('JSON of named polygons in the picture\'s pixels, as run_test.py --zones: '
               '{"gate": [[x, y], [x, y], [x, y]], ...}')
@@ -36,9 +38,11 @@ RECOUNT_FIELDS = [
     ("width", "integer", False, "the picture's width in pixels (for density)"),
     ("height", "integer", False, "the picture's height in pixels (for density)"),
 ]
-COUNT = {"count": 2, "points": [[412.5, 233.1, 0.93], [430.2, 240.8, 0.71]], "zones": {"gate": 1},
+COUNT = {"count": 2, "points": [[412.5, 233.1, 0.93], [430.2, 240.8, 0.71]], "points_truncated": False,
+         "zones": {"gate": 1},
          "width": 1024, "height": 768, "threshold": 0.5, "milliseconds": 812.4}
-RECOUNT = {"count": 1, "points": [[412.5, 233.1, 0.93]], "zones": {"gate": 1}, "threshold": 0.8,
+RECOUNT = {"count": 1, "points": [[412.5, 233.1, 0.93]], "points_truncated": False, "zones": {"gate": 1},
+           "threshold": 0.8,
            "density": {"image": "data:image/png;base64,...", "peak": 0.0021}}
 VIDEO = {"id": "k3J9aQ0xZm1q", "name": "street.mp4", "state": "counting", "error": None, "frames_done": 2,
          "frames_total": 250, "fps": 25.0, "threshold": 0.5, "zones": ["gate"], "since": 0,
@@ -46,7 +50,8 @@ VIDEO = {"id": "k3J9aQ0xZm1q", "name": "street.mp4", "state": "counting", "error
                     {"frame": 1, "time_s": 0.04, "count": 43, "zones": {"gate": 12}}]}
 HEALTH = {"status": "ok", "model": "Hazy_JHU", "device": "cpu", "mode": "exact", "restoration": False,
           "threshold": 0.5, "queue": 0, "busy": False, "max_queue": 16, "max_upload_mb": 50.0,
-          "max_megapixels": 50.0, "pictures_counted": 12, "videos_active": 0, "auth": False}
+          "max_megapixels": 50.0, "pictures_counted": 12, "videos_active": 0, "max_videos": 2,
+          "max_video_s": 600.0, "auth": False}
 
 
 def error(description: str) -> dict:
@@ -56,8 +61,10 @@ def error(description: str) -> dict:
 
 COUNT_RESPONSES = {
     200: {"description": "the count", "content": {"application/json": {"example": COUNT}}},
-    400: error("not a picture, a truncated file, bad zone JSON or a bad field"),
+    400: error("not a picture, a format outside the list, a truncated file, bad zone JSON or a bad field"),
     401: error("the token is missing or wrong"),
+    403: error("the request comes from another site's page"),
+    408: error("the upload stalled (serve.py --client_timeout_s)"),
     413: error("the upload is over --max_upload_mb, or the picture over --max_megapixels"),
     503: error("the queue is full: try again after Retry-After seconds"),
 }
