@@ -40,7 +40,7 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
     except VideoError as error:
         say(f"skipped {name}: {error.reason}", file=sys.stderr)
         return EXIT_SKIPPED
-    counts, counts_csv, writer, last = [], None, None, None
+    counts, counts_csv, writer, last, refused = [], None, None, None, False
     chart = {"times": [], "zones": {}, "density": None, "frame": None}
     try:
         if output_dir is not None:
@@ -77,6 +77,9 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
         if not video.live:
             raise
         say(f"{name}: stopped by Ctrl-C" + (f" after frame {last}" if counts else ""))
+    except VideoError as error:
+        say(f"skipped the rest of {name}: {error.reason}", file=sys.stderr)
+        refused = True
     finally:
         video.close()
         if writer is not None:
@@ -99,6 +102,8 @@ def count_video(counter: Counter, source, output_dir: Path = None, frame_stride:
         say(f"wrote {output_dir / 'counts.csv'}, {output_dir / 'vis.mp4'}"
             + (f", {output_dir / 'points'}/" if save_frame_points else "")
             + (f", {output_dir / 'heatmap.jpg'}, {output_dir / 'counts.png'}" if chart["frame"] is not None else ""))
+    if refused:
+        return EXIT_SKIPPED
     if video.ended_early:
         say(f"{name}: the video ended after {video.frames_read} of the {video.frame_count} frames its file "
             "declares (a truncated file?)", file=sys.stderr)

@@ -52,7 +52,7 @@ class VideoSource:
         if stride < 1:
             raise ValueError(f"frame_stride must be at least 1, got {stride}")
         self.live = is_live_source(str(source))
-        self.stride = stride
+        self.stride, self.max_pixels = stride, max_pixels
         self.stop, self.reader = threading.Event(), None
         self.capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
         if not self.capture.isOpened():
@@ -80,10 +80,14 @@ class VideoSource:
         return self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
     def decode(self):
-        """The frame just grabbed as ``H x W x 3`` uint8 RGB, or ``None`` when it cannot be decoded."""
+        """The frame just grabbed as ``H x W x 3`` uint8 RGB, or ``None`` when it cannot be decoded;
+        ``VideoError`` when it has more than ``max_pixels`` pixels (a stream may change its size midway)."""
         ok, bgr = self.capture.retrieve()
         if not ok or bgr is None:
             return None
+        if self.max_pixels is not None and bgr.shape[0] * bgr.shape[1] > self.max_pixels:
+            raise VideoError(f"frame {self.frames_read - 1} has {bgr.shape[1]} x {bgr.shape[0]} pixels, over the "
+                             f"limit of {self.max_pixels / 1e6:g} MP (--max_megapixels)")
         return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
 
     def __iter__(self):
@@ -105,7 +109,7 @@ class VideoSource:
     def newest_frames(self):
         """The frames of a camera or stream, newest first (see the class)."""
         newest = threading.Condition()
-        state = {"frame": None, "wanted": 0, "ended": False}
+        state = {"frame": None, "wanted": 0, "ended": False, "error": None}
         opened = time.monotonic()
 
         def read():
@@ -115,7 +119,11 @@ class VideoSource:
                     self.frames_read += 1
                     with newest:
                         wanted = index >= state["wanted"]
-                    rgb = self.decode() if wanted else None
+                    try:
+                        rgb = self.decode() if wanted else None
+                    except VideoError as error:
+                        state["error"] = error
+                        return
                     if rgb is not None:
                         with newest:
                             state["frame"] = (index, seconds, rgb)
@@ -131,6 +139,8 @@ class VideoSource:
             with newest:
                 newest.wait_for(lambda: state["frame"] is not None or state["ended"])
                 if state["frame"] is None:
+                    if state["error"] is not None:
+                        raise state["error"]
                     return
                 frame, state["frame"] = state["frame"], None
                 state["wanted"] = frame[0] + self.stride

@@ -16,7 +16,7 @@ from crowd_datasets.demo import make_scene
 from inference.video_io import VideoWriter
 from test_image_decoding import radiance_hdr
 from tools.attacks import SlowClients, health_latencies, heavy_recount, peak_rss_mb
-from tools.service_client import Service, multipart
+from tools.service_client import Client, Service, multipart
 
 SMALL = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
 
@@ -316,8 +316,7 @@ def test_a_failure_inside_the_server_is_a_500_without_its_reason(counting_model)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:
-        client = Service.__new__(Service)
-        client.port = port
+        client = Client(port)
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)

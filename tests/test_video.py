@@ -313,3 +313,24 @@ def test_a_videos_heatmap_and_count_chart_are_written_at_the_end_and_on_ctrl_c(c
     monkeypatch.setattr(Counter, "predict", interrupted_at_the_third_frame)
     assert run_test.main(args + ["--output_dir", str(tmp_path / "cut")]) == EXIT_INTERRUPTED
     assert (tmp_path / "cut" / "heatmap.jpg").is_file() and (tmp_path / "cut" / "counts.png").is_file()
+
+
+class GrowingFrames(VideoSource):
+    """A video whose frames from the fourth on are larger than the limit (a stream may change its size)."""
+
+    def decode(self):
+        if self.frames_read > 3:
+            self.max_pixels = 1000
+        return super().decode()
+
+
+def test_a_frame_over_the_pixel_limit_midway_stops_the_video_in_one_line(clip, picture_counts, tmp_path,
+                                                                         monkeypatch, capsys):
+    monkeypatch.setattr(inference.video, "VideoSource", GrowingFrames)
+    out = tmp_path / "out"
+    assert run_test.main(["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"),
+                          "--output_dir", str(out)]) == EXIT_SKIPPED
+    error = capsys.readouterr().err
+    assert "skipped the rest of clip.mp4: frame 3 has 320 x 240 pixels, over the limit of 0.001 MP" in error
+    assert "Traceback" not in error
+    assert [int(row["count"]) for row in read_csv(out / "counts.csv")] == picture_counts[:3]

@@ -19,35 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ADDRESS = re.compile(r"on http://\S+:(\d+)/")
 
 
-class Service:
-    """``serve.py`` with ``arguments`` on a free port of 127.0.0.1; ``stop()`` sends a signal and returns the
-    exit code. Its output is collected in ``output``."""
+class Client:
+    """A client of the service listening on ``127.0.0.1:port``."""
 
-    def __init__(self, arguments: list, environment: dict = None, startup_s: float = 120):
-        self.process = subprocess.Popen([sys.executable, "serve.py", "--port", "0", *arguments], cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})})
-        self.lines, self.port = [], None
-        started = threading.Event()
-
-        def read():
-            for line in self.process.stdout:
-                self.lines.append(line)
-                match = ADDRESS.search(line)
-                if match:
-                    self.port = int(match.group(1))
-                    started.set()
-            started.set()
-
-        self.reader = threading.Thread(target=read, daemon=True)
-        self.reader.start()
-        if not started.wait(startup_s) or self.port is None:
-            self.process.kill()
-            raise RuntimeError("serve.py did not start:\n" + self.output)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+    def __init__(self, port: int):
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -85,6 +61,37 @@ class Service:
             if condition(health) or time.monotonic() > deadline:
                 return health
             time.sleep(0.05)
+
+
+class Service(Client):
+    """``serve.py`` with ``arguments`` on a free port of 127.0.0.1; ``stop()`` sends a signal and returns the
+    exit code. Its output is collected in ``output``."""
+
+    def __init__(self, arguments: list, environment: dict = None, startup_s: float = 120):
+        self.process = subprocess.Popen([sys.executable, "serve.py", "--port", "0", *arguments], cwd=ROOT,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})})
+        self.lines, self.port = [], None
+        started = threading.Event()
+
+        def read():
+            for line in self.process.stdout:
+                self.lines.append(line)
+                match = ADDRESS.search(line)
+                if match:
+                    self.port = int(match.group(1))
+                    started.set()
+            started.set()
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        if not started.wait(startup_s) or self.port is None:
+            self.process.kill()
+            raise RuntimeError("serve.py did not start:\n" + self.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
 
     def stop(self, stop_signal=signal.SIGTERM, timeout: float = 60) -> int:
         """Stop the server with ``stop_signal`` (SIGINT is Ctrl-C); its exit code."""
