@@ -29,7 +29,7 @@ from inference.zones import count_points
 
 from . import api_docs
 from .guards import RequestGuard, SecurityHeaders
-from .uploads import (ApiError, UploadLimit, parse_flag, parse_int, parse_polygons, parse_threshold, read_body,
+from .uploads import (ApiError, UploadLimit, parse_areas, parse_flag, parse_int, parse_threshold, read_body,
                       read_form)
 from .videos import VideoJobs, VideoLimits
 from .work import ClientGone, QueueFull, WorkQueue
@@ -194,8 +194,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
         try:
             data, name, fields = await read_form(request, ("threshold", "zones", "exclude", "restore"))
             threshold = parse_threshold(fields.get("threshold"), counter.threshold)
-            zones = parse_polygons(fields.get("zones"), "zones")
-            exclude = parse_polygons(fields.get("exclude"), "exclude")
+            zones, exclude = parse_areas(fields)
             restore = parse_flag(fields.get("restore"), "restore")
             if restore and not counter.has_restoration:
                 raise ApiError(400, f"restore: {settings.shown_name} has no restoration module, so it cannot "
@@ -247,9 +246,9 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
             if width * height > counter.max_pixels:
                 raise ApiError(413, f"width x height: {width} x {height} is over the picture limit")
             density = (height, width)
+        zones, exclude = parse_areas(body)
         return {"points": points, "threshold": parse_threshold(body.get("threshold"), counter.threshold),
-                "zones": parse_polygons(body.get("zones"), "zones"),
-                "exclude": parse_polygons(body.get("exclude"), "exclude"), "density": density}
+                "zones": zones, "exclude": exclude, "density": density}
 
     @app.post("/api/recount", summary="Count again at another threshold or with other zones",
               dependencies=[Depends(authorised)], openapi_extra=api_docs.json_body(api_docs.RECOUNT_FIELDS),
@@ -282,7 +281,7 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
         except ClientDisconnect:
             return Response(status_code=CLIENT_CLOSED)
         threshold = parse_threshold(fields.get("threshold"), counter.threshold)
-        zones, exclude = parse_polygons(fields.get("zones"), "zones"), parse_polygons(fields.get("exclude"), "exclude")
+        zones, exclude = parse_areas(fields)
         stride = parse_int(fields.get("frame_stride"), "frame_stride", 1, 1)
         if declared_pixels(data) is not None:
             raise ApiError(400, f"{name} is a picture, not a video: POST it to /api/count")

@@ -14,6 +14,9 @@ from util.options import at_least, probability
 
 # Form fields are short text (a threshold, zone JSON): larger parts are refused.
 MAX_FIELD_BYTES = 1024 * 1024
+# Corners of all the zones and exclusions of one request: each counted point is tested against each
+# polygon's edges, so this bounds that work (the caps per polygon are inference.zones').
+MAX_REQUEST_CORNERS = 4000
 # Names a client sent are echoed back (in errors, a video job's name) cut to this many characters.
 MAX_SHOWN_CHARS = 100
 
@@ -201,6 +204,17 @@ def parse_threshold(text, default: float) -> float:
         return probability(str(text))
     except (ArgumentTypeError, ValueError):
         raise ApiError(400, f"threshold: expected a number in [0, 1], got {str(text)[:40]!r}") from None
+
+
+def parse_areas(fields: dict) -> tuple:
+    """``(zones, exclude)``: the ``zones`` and ``exclude`` fields of a request (JSON text or parsed objects),
+    checked, with at most ``MAX_REQUEST_CORNERS`` corners in all."""
+    zones, exclude = parse_polygons(fields.get("zones"), "zones"), parse_polygons(fields.get("exclude"), "exclude")
+    corners = sum(len(polygon) for polygon in (*zones.values(), *exclude.values()))
+    if corners > MAX_REQUEST_CORNERS:
+        raise ApiError(400, f"zones and exclude: {corners} corners in all, over the limit of {MAX_REQUEST_CORNERS} "
+                            "a request may give")
+    return zones, exclude
 
 
 def parse_polygons(value, field: str) -> dict:
