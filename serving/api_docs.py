@@ -11,7 +11,7 @@ DESCRIPTION = (
     "`--max_queue`, beyond which the answer is 503 with `Retry-After`. Uploads over `--max_upload_mb` are "
     "refused with 413 as they arrive, and stalled ones with 408 after `--client_timeout_s`. Only requests "
     "naming this server in `Host` are answered, and none from another site's page (`Origin`): 400 and 403. "
-    "Zones: at most 64 polygons of 1000 corners each; answers: at most 100,000 points.")
+    "Zones: at most 64 polygons of 1000 corners each, 4,000 in all; answers: at most 100,000 points.")
 
 ZONES_HELP = ('JSON of named polygons in the picture\'s pixels, as run_test.py --zones: '
               '{"gate": [[x, y], [x, y], [x, y]], ...}')
