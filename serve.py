@@ -5,7 +5,6 @@
 
 The network is loaded once and runs one picture or frame at a time; see docs/serving.md.
 """
-import ipaddress
 import os
 import socket
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from inference import Counter
 from models.checkpoint import CheckpointError
+from util.addresses import is_loopback
 from util.distributed import resolve_device
 from util.options import (add_counting_arguments, add_input_norm_argument, add_runtime_arguments, at_least,
                           counter_options, new_parser, positive_float)
@@ -107,15 +107,6 @@ def raise_open_file_limit(connections: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard),
                                                     hard))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def listen(host: str, port: int) -> socket.socket:

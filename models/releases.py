@@ -12,7 +12,6 @@ import base64
 import contextlib
 import hashlib
 import http.client
-import ipaddress
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from util.addresses import is_loopback
 from util.cache import default_cache_dir
 
 from .checkpoint import CheckpointError, read_checkpoint
@@ -123,17 +123,6 @@ def is_allowed_url(url: str) -> bool:
     if parts.scheme.lower() == "https":
         return True
     return parts.scheme.lower() == "http" and is_loopback(parts.hostname)
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (as ``urlsplit`` gives it: lower case, no brackets) is this machine: ``localhost``,
-    127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_checkpoint(path_or_name, log=None) -> Path:

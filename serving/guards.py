@@ -3,12 +3,13 @@ user visits must not be able to use a service on 127.0.0.1, by a cross-site form
 rebinding), the security headers on every answer, and a deadline for a request's head on each
 connection (uvicorn has none: a client sending a header byte now and then would hold its connection
 forever)."""
-import ipaddress
 import json
 from urllib.parse import urlsplit
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from util.addresses import is_unspecified
 
 # The page and its API docs load nothing from elsewhere; pictures shown are data: and blob: URLs.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -17,14 +18,6 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; medi
 SECURITY_HEADERS = ((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def is_unspecified(host: str) -> bool:
-    """Whether ``host`` (as given to ``--host``) listens on every address (``0.0.0.0``, ``::``)."""
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def allowed_hosts(host: str, port: int, extra: tuple = ()) -> frozenset | None:
