@@ -351,3 +351,18 @@ def test_a_killed_server_s_video_folder_is_removed_at_the_next_start_and_a_runni
     finally:
         assert running.stop() == 0
     assert list(tmp_path.glob("dehaze-p2pnet-serve-*")) == []
+
+
+def test_connections_past_the_cap_are_answered_503_until_idle_ones_are_dropped(counting_model):
+    service = Service(["--weight_path", str(counting_model), "--max_connections", "8", "--client_timeout_s", "1"])
+    try:
+        idle = [socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(8)]
+        time.sleep(0.2)
+        assert service.request("GET", "/api/health")[0] == 503
+        time.sleep(2)  # past --client_timeout_s: the idle ones sent no request head
+        assert all(connection.recv(1) == b"" for connection in idle)
+        assert service.request("GET", "/api/health")[0] == 200
+        for connection in idle:
+            connection.close()
+    finally:
+        assert service.stop() == 0
