@@ -29,3 +29,13 @@ def test_the_benchmark_appends_its_report_to_a_page_under_the_machine_and_the_da
     assert text.startswith("# Performance\n\n## ") and f", {today}\n" in text.splitlines()[2] + "\n"
     assert "| IRM parameters " in text and "| extra training FLOPs " in text
     assert "\n- convolution peaks (GFLOP/s, direct 3x3): float32 " in text
+
+
+def test_the_snapshot_names_every_output_that_changed_appeared_or_disappeared(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    snapshot = importlib.import_module("snapshot")
+    before = {"pictures": {"counts.csv": "a", "vis/x.jpg": "b"}, "video": {"counts.csv": "c"}}
+    after = {"pictures": {"counts.csv": "a", "vis/x.jpg": "B", "vis/y.jpg": "d"}, "api": {"answer": "e"}}
+    assert snapshot.differences(before, after) == ["api: answer", "pictures: vis/x.jpg", "pictures: vis/y.jpg",
+                                                   "video: counts.csv"]
+    assert snapshot.differences(before, before) == []
