@@ -24,8 +24,9 @@ from models.releases import RELEASED_CHECKPOINTS
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
-from util.options import (add_counting_arguments, add_data_arguments, add_input_norm_argument, add_runtime_arguments,
-                          at_least, counter_options, dataset_options, new_parser, positive_float)
+from options import (add_counting_arguments, add_data_arguments, add_input_norm_argument, add_runtime_arguments,
+                     counter_options, dataset_options)
+from util.values import at_least, new_parser, positive_float
 from util.signals import quiet_loader_worker
 
 

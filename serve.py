@@ -14,8 +14,8 @@ from inference import Counter
 from models.checkpoint import CheckpointError
 from util.addresses import is_loopback
 from util.distributed import resolve_device
-from util.options import (add_counting_arguments, add_input_norm_argument, add_runtime_arguments, at_least,
-                          counter_options, new_parser, positive_float)
+from options import add_counting_arguments, add_input_norm_argument, add_runtime_arguments, counter_options
+from util.values import at_least, new_parser, positive_float
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, configure_malloc, error_line, run_script
 from util.signals import Terminated, stop_on_sigterm
 

@@ -25,8 +25,9 @@ from util.distributed import broadcast_buffers, cleanup, init_distributed, resol
 from crowd_datasets.metrics import format_summary
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, error_line, run_script
 from util.signals import Terminated, quiet_loader_worker, signals_deferred, stop_on_sigterm
-from util.options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, at_least, crop_size,
-                          criterion_options, dataset_options, network_flags, new_parser)
+from options import (add_data_arguments, add_input_norm_argument, add_runtime_arguments, criterion_options,
+                     dataset_options, network_flags)
+from util.values import at_least, crop_size, new_parser
 from util.training_run import check_resumable, clear_run_files, decide_restoration, is_own_folder, resolve_resume
 
 

@@ -1,6 +1,6 @@
 """Datasets: a registry of entries (data), where their files are (``layout``), one dataset class and
 ``build_dataset``, which takes explicit values (the scripts turn their arguments into them, see
-``util.options``)."""
+``options``)."""
 import os
 
 from .decoding_limit import OPENCV_LIMIT_VARIABLE, opencv_pixel_limit

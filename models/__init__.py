@@ -1,6 +1,6 @@
 """Networks, losses and checkpoints: what training needs (counting with a trained network is in
 ``inference``). The ``build_*`` functions take explicit values; only the scripts read
-arguments (``util.options`` turns them into those values)."""
+arguments (``options`` turns them into those values)."""
 from .backbone import imagenet_weights_path
 from .checkpoint import build_from_checkpoint, load_model_state, read_checkpoint, save_checkpoint, start_from_checkpoint
 from .criterion import SetCriterion

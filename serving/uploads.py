@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 from inference.zones import check_polygons
-from util.options import at_least, probability
+from util.values import at_least, probability
 
 # Form fields are short text (a threshold, zone JSON): larger parts are refused.
 MAX_FIELD_BYTES = 1024 * 1024

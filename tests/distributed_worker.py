@@ -14,7 +14,7 @@ from engine import evaluate, train_one_epoch  # noqa: E402
 from inference import Counter  # noqa: E402
 from models import ModelSettings, build_criterion, build_model  # noqa: E402
 from util.distributed import broadcast_buffers, cleanup, init_distributed  # noqa: E402
-from util.options import criterion_options, dataset_options  # noqa: E402
+from options import criterion_options, dataset_options  # noqa: E402
 
 
 def main():

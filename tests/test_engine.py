@@ -7,7 +7,7 @@ from crowd_datasets import CrowdDataset, build_dataset, collate_crops, collate_i
 from engine import evaluate
 from inference import Counter
 from models import ModelSettings, PointCounter, build_criterion
-from util.options import criterion_options, dataset_options
+from options import criterion_options, dataset_options
 from helpers import SMALL_RUN, tiny_dataset, trained_looking_model, upstream_root, write_image
 
 

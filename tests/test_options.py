@@ -1,5 +1,5 @@
-"""util/options.py: a bad flag value is argparse's one usage line naming the flag, in either script, before any
-work."""
+"""options.py and util/values.py: a bad flag value is argparse's one usage line naming the flag, in either
+script, before any work."""
 import pytest
 
 import run_test

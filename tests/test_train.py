@@ -18,7 +18,7 @@ from inference import Counter
 from models import ModelSettings, PointCounter, build_criterion, build_from_checkpoint
 from models.precision import autocast_dtype
 from util.distributed import DistributedState
-from util.options import criterion_options, dataset_options
+from options import criterion_options, dataset_options
 from helpers import ROOT, SMALL_RUN, random_checkpoint, tiny_dataset
 
 

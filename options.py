@@ -1,51 +1,14 @@
-"""Command-line pieces the scripts share: argument groups and argparse types that check a value while it
-is parsed, so that a bad value is one usage line naming its flag. Each script builds its own parser from
-them (``train.build_parser``, ``run_test.build_parser``) and turns the parsed arguments into the explicit
-values the builders take (``dataset_options``, ``criterion_options``, ``network_flags``)."""
+"""The command line the scripts share: argument groups and the argparse types that need the domain (the
+others are ``util.values``'), so that a bad value is one usage line naming its flag. Each script builds its
+own parser from them (``train.build_parser``, ``run_test.build_parser``, ``serve.build_parser``) and turns
+the parsed arguments into the explicit values the builders take (``dataset_options``, ``criterion_options``,
+``network_flags``, ``counter_options``)."""
 import argparse
 
 from crowd_datasets.decoding_limit import MAX_DECODED_PIXELS
 from crowd_datasets.registry import DATASETS
 from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, check_tile_size
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where there is none to show."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def new_parser(description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {text}")
-    return value
-
-
-def at_least(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in its 'invalid int value' message
-    return parse
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+from util.values import at_least, positive_float, probability
 
 
 def megapixels(text: str) -> float:
@@ -64,14 +27,6 @@ def tile_size(text: str) -> int:
         return check_tile_size(int(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("tile_size ")) from None
-
-
-def crop_size(text: str) -> int:
-    """An argparse type: a positive multiple of 16, the network's stride."""
-    value = int(text)
-    if value < 16 or value % 16:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 16 (the network's stride), got {text}")
-    return value
 
 
 def add_input_norm_argument(parser, default_help: str) -> None:
