@@ -109,19 +109,24 @@ def labelme_polygons(shapes: list, path: Path) -> dict:
     return polygons
 
 
-def inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+def y_order(points: np.ndarray) -> np.ndarray:
+    """Indices of ``points`` (``[N, 2]``) in order of y, those with a NaN y left out: such a point crosses no
+    edge (every comparison with NaN is False). ``inside`` takes it, so that several polygons share one sort."""
+    return np.argsort(points[:, 1])[:np.count_nonzero(~np.isnan(points[:, 1]))]
+
+
+def inside(points: np.ndarray, polygon: np.ndarray, order: np.ndarray = None) -> np.ndarray:
     """bool ``[N]``: which of ``points`` (``[N, 2]`` pixels) lie inside ``polygon`` (``[V, 2]``) by the
     even-odd rule: a ray from the point towards +x crosses the polygon's edges an odd number of times.
 
     The points go in order of y, in blocks of ``BLOCK_PAIRS // V``, each against the edges that reach its
     band of rows (``inside_band``): the float64 arithmetic of all ``[N, V]`` pairs at once, so the same
-    answers, with temporaries that do not grow with N."""
+    answers, with temporaries that do not grow with N. ``order``: ``y_order(points)``, when already known."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     start, end = polygon, np.roll(polygon, -1, axis=0)
     low, high = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
     result = np.zeros(len(points), dtype=bool)
-    # argsort puts a NaN y last; such a point crosses no edge (every comparison with NaN is False).
-    order = np.argsort(points[:, 1])[:np.count_nonzero(~np.isnan(points[:, 1]))]
+    order = y_order(points) if order is None else order
     step = max(1, BLOCK_PAIRS // len(polygon))
     for first in range(0, len(order), step):
         rows = order[first:first + step]
@@ -145,14 +150,15 @@ def inside_band(points: np.ndarray, start: np.ndarray, end: np.ndarray, low: np.
 
 def zone_counts(points: np.ndarray, zones: dict) -> dict:
     """Name -> how many of ``points`` (``[N, 2]``) lie in each of ``zones`` (name -> ``[V, 2]``)."""
-    return {name: int(inside(points, polygon).sum()) for name, polygon in zones.items()}
+    order = y_order(points)
+    return {name: int(inside(points, polygon, order).sum()) for name, polygon in zones.items()}
 
 
 def outside_all(points: np.ndarray, exclusions: dict) -> np.ndarray:
     """bool ``[N]``: the points in none of the ``exclusions`` polygons."""
-    keep = np.ones(len(points), dtype=bool)
+    keep, order = np.ones(len(points), dtype=bool), y_order(points)
     for polygon in exclusions.values():
-        keep &= ~inside(points, polygon)
+        keep &= ~inside(points, polygon, order)
     return keep
 
 
