@@ -251,3 +251,22 @@ def test_every_listed_format_decodes_as_cv2_imread_does(kind, tmp_path):
 def test_real_samples_decode_as_cv2_imread_does(name):
     path = REAL_SAMPLES / name
     np.testing.assert_array_equal(image_io.read_rgb(path, LIMIT), cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def test_a_folder_with_pictures_in_other_formats_counts_the_rest_with_the_default_flags(tmp_path, capsys):
+    import run_test
+    from helpers import random_checkpoint
+    from util.script import EXIT_SKIPPED
+
+    random_checkpoint(tmp_path / "model.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "street.jpg"), colour_picture(96, 128))
+    (photos / "sky.jpg").write_bytes(radiance_hdr(10_000, 8_000))  # named like a photo, as downloads are
+    (photos / "crowd.png").write_bytes(other_format("GIF"))
+    code = run_test.main(["--weight_path", str(tmp_path / "model.pth"), "--input", str(photos)])
+    printed = capsys.readouterr()
+    assert code == EXIT_SKIPPED
+    for name in ("sky.jpg", "crowd.png"):
+        assert f"skipped {name}: not a readable image: {NOT_LISTED}" in printed.err
+    assert "Traceback" not in printed.err and "street.jpg: " in printed.out and "counted 1 images" in printed.out

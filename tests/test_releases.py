@@ -1,7 +1,6 @@
-"""models/releases.py: released checkpoints by name, downloaded once into the cache folder from a real
-HTTP server on 127.0.0.1 (no network needed): complete downloads only, one-line errors that say how to
-place the file by hand, and an existing file always before a name; a recorded SHA-256 checked on every use,
-https or loopback http only (redirects too), credentials never shown, and a size limit."""
+"""models/releases.py: released checkpoints by name, downloaded once into the cache folder from a real HTTP server
+on 127.0.0.1: complete downloads only, one-line errors saying how to place the file by hand, an existing file before
+a name; a recorded SHA-256 checked on each use, https or loopback http only, credentials never shown, a size cap."""
 import base64
 import hashlib
 import http.server
@@ -18,8 +17,7 @@ import run_test
 import train
 from helpers import SMALL_RUN, counting_checkpoint
 from inference import Counter
-from models import build_from_checkpoint
-from models import releases
+from models import build_from_checkpoint, releases
 from models.releases import ChecksumError, DownloadError, cached_path, download_url, resolve_checkpoint, sha256_path
 
 HAZY_JHU_VIEW = "https://drive.google.com/file/d/18saECAlz6mc7_neo8_uLeBrc7xs5UKVf/view"
@@ -394,8 +392,8 @@ def test_a_download_over_the_size_limit_is_refused_and_leaves_nothing(cache, ser
     logged = []
     with pytest.raises(DownloadError) as error:
         resolve_checkpoint("Hazy_JHU", log=logged.append)
-    announced = f"it announced {server.checkpoint.stat().st_size / 2**20:.1f} MiB, over"
-    says = announced if mode == "good" else "it sent more than"
+    size = server.checkpoint.stat().st_size / 2**20
+    says = f"it announced {size:.1f} MiB, over" if mode == "good" else "it sent more than"
     assert str(error.value) == (f"cannot download Hazy_JHU from {server.url(mode)}/Hazy_JHU_best.pth ({says} the 1 MiB "
                                 f"limit for a checkpoint (MAX_DOWNLOAD_BYTES)): {manual()}")
     assert len(logged) == (0 if mode == "good" else 1)  # a declared size is refused before the body is read
