@@ -3,13 +3,14 @@ user visits must not be able to use a service on 127.0.0.1, by a cross-site form
 rebinding), the security headers on every answer, and a deadline for a request's head on each
 connection (uvicorn has none: a client sending a header byte now and then would hold its connection
 forever)."""
-import json
 from urllib.parse import urlsplit
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from util.addresses import is_unspecified
+
+from .uploads import send_error
 
 # The page and its API docs load nothing from elsewhere; pictures shown are data: and blob: URLs.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -49,21 +50,13 @@ class RequestGuard:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if self.hosts is not None and host not in self.hosts:
-            return await answer_error(send, 400, f"the Host header {host[:80]!r} does not name this server "
+            return await send_error(send, 400, f"the Host header {host[:80]!r} does not name this server "
                                                  "(serve.py --allowed_hosts adds names)")
         origin = headers.get(b"origin")
         if origin is not None and urlsplit(origin.decode("latin-1").lower()).netloc != host:
-            return await answer_error(send, 403, "requests from another site's page are refused (its Origin is "
+            return await send_error(send, 403, "requests from another site's page are refused (its Origin is "
                                                  "not this server)")
         return await self.app(scope, receive, send)
-
-
-async def answer_error(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class SecurityHeaders:

@@ -138,12 +138,17 @@ class BodyMeter:
 
 
 async def refuse(send, refusal: UploadRefused) -> None:
-    """Answer ``refusal`` and close the connection (the rest of the body is never read)."""
-    body = error_body(refusal.message)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
-    headers += [(name.lower().encode(), value.encode()) for name, value in refusal.headers.items()]
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send_error(send, refusal.status, refusal.message, refusal.headers)
+
+
+async def send_error(send, status: int, message: str, headers: dict = None) -> None:
+    """Answer ``{"error": message}`` with ``status`` from ASGI middleware, and close the connection (the rest of
+    the body, if any, is never read)."""
+    body = error_body(message)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"connection", b"close")]
+    raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -63,7 +63,7 @@ class WorkQueue:
         with self.condition:
             if self.closed:
                 raise RuntimeError("the service is stopping")
-            if limit and sum(1 for queued, _, _ in self.lanes[lane] if not queued.cancelled()) >= self.max_waiting:
+            if limit and self.full(lane):  # the condition's lock is re-entrant
                 raise QueueFull
             self.lanes[lane].append((future, function, args))
             self.condition.notify()

@@ -8,6 +8,7 @@ in 4 zigzag zones of 1000 corners, the most a request may give, with a density l
 counted at threshold 0), then hundreds of slow and idle sockets (``tools/attacks.SlowClients``). Prints a
 Markdown table; the figures are in docs/performance.md."""
 import argparse
+import json
 import statistics
 import sys
 import threading
@@ -20,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crowd_datasets.demo import make_scene  # noqa: E402
-from tools.attacks import SlowClients, health_latencies, heavy_recount, peak_rss_mb  # noqa: E402
+from tools.attacks import SlowClients, health_latencies, heavy_recount, peak_rss_mb, zigzag  # noqa: E402
 from tools.service_client import Service  # noqa: E402
 
 SMALL = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
@@ -40,6 +41,31 @@ def heavy_work(service, seconds: float) -> tuple:
     for worker in workers:
         worker.join(600)
     return latencies, statuses
+
+
+def worst_picture(service) -> tuple:
+    """Health latencies while the costliest picture a stranger may send is counted: the most pixels
+    --max_megapixels allows (7071 x 7071, 50 MP by default), at threshold 0 (every anchor a point), in 4
+    zigzag zones of 1000 corners (the most a request may give); its status and seconds."""
+    side = int((service.health()["max_megapixels"] * 1e6) ** 0.5)
+    scene = make_scene(np.random.default_rng(4), (1024, 768)).image
+    rgb = np.tile(scene, (-(-side // 768), -(-side // 1024), 1))[:side, :side]
+    picture = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    zones = json.dumps({f"zone {index}": zigzag(side, side, 1000) for index in range(4)})
+    outcome = {}
+
+    def count():
+        started = time.monotonic()
+        outcome["status"] = service.upload("/api/count", picture, "worst.jpg", {"threshold": "0", "zones": zones},
+                                           timeout=3600)[0]
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=count)
+    worker.start()
+    latencies = []
+    while worker.is_alive():
+        latencies += health_latencies(service, 5)
+    return latencies, outcome
 
 
 def slow_sockets(service, count: int, seconds: float) -> tuple:
@@ -67,6 +93,8 @@ def main() -> int:
     parser.add_argument("--weight_path", required=True, help="checkpoint serve.py counts with")
     parser.add_argument("--sockets", type=int, default=300, help="slow sockets opened at once")
     parser.add_argument("--seconds", type=float, default=20, help="how long each attack is measured")
+    parser.add_argument("--worst_picture", action="store_true",
+                        help="also count the costliest picture a stranger may send (minutes on a CPU)")
     parser.add_argument("serve_args", nargs="*", help="more serve.py flags (after --)")
     args = parser.parse_args()
     service = Service(["--weight_path", args.weight_path, *args.serve_args])
@@ -75,6 +103,10 @@ def main() -> int:
         print(row("none (/api/health)", health_latencies(service, 3), service.process.pid, "-"))
         latencies, statuses = heavy_work(service, args.seconds)
         print(row("heavy work (/api/health)", latencies, service.process.pid, f"statuses {sorted(statuses)}"))
+        if args.worst_picture:
+            latencies, outcome = worst_picture(service)
+            print(row("the costliest picture (/api/health)", latencies, service.process.pid,
+                      f"status {outcome['status']} after {outcome['seconds']:.0f} s"))
         latencies, closed = slow_sockets(service, args.sockets, args.seconds)
         print(row(f"{args.sockets} slow sockets (small picture counted)", latencies, service.process.pid,
                   f"{closed} of {args.sockets} closed by the server within {args.seconds:g} s"))
