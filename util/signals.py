@@ -15,11 +15,13 @@ class Terminated(KeyboardInterrupt):
 
 def stop_on_sigterm() -> None:
     """Turn SIGTERM into ``Terminated``, so that a script stops as on Ctrl-C: files being written are
-    finished or removed, and it can say where it stopped."""
+    finished or removed, and it can say where it stopped; a tensor hand-over that the stop breaks stays
+    quiet (``quiet_resource_sharer``)."""
     def handler(signum, frame):
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
+    quiet_resource_sharer()
 
 
 @contextlib.contextmanager
@@ -53,7 +55,15 @@ def quiet_loader_worker(worker_id: int) -> None:
     through a serving thread (``multiprocessing.resource_sharer``); when the main process stops (Ctrl-C,
     SIGTERM) while taking one, that thread's connection breaks, and Python would print its traceback after
     the script's last line, as if something had crashed. Only those errors are dropped."""
-    threading.excepthook = functools.partial(report_unless_main_process_left, threading.excepthook)
+    quiet_resource_sharer()
+
+
+def quiet_resource_sharer() -> None:
+    """Drop the tracebacks of broken connections inside ``multiprocessing.resource_sharer`` in this process
+    (``report_unless_main_process_left``): the other side of a tensor's hand-over stopped midway, which the
+    script itself reports. Installed once per process, in loader workers and in the main process alike."""
+    if getattr(threading.excepthook, "func", None) is not report_unless_main_process_left:
+        threading.excepthook = functools.partial(report_unless_main_process_left, threading.excepthook)
 
 
 def report_unless_main_process_left(report, args) -> None:
