@@ -2,6 +2,7 @@
 
 All point arrays are float ``[N, 2]`` arrays of ``(x, y)`` pixel coordinates (``N`` may be 0).
 Counts are plain integers. The chart of an evaluation is drawn by ``inference.visualize.plot_counts``.
+P2PNet's nAP (``point_ap``) joins the summary when every image's predictions come with scores.
 """
 import csv
 import math
@@ -11,6 +12,9 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
+
+from .point_ap import (NAP_DELTAS, REPORTED_DELTAS, as_scores, checked_nap_fields, dataset_nap, knn_distances,
+                       lone_point_distance, match_predictions, nap_key, pack_hits)
 
 GAME_LEVELS = (0, 1, 2, 3)
 CSV_HEADER = ("image", "gt", "pred", "abs_err")
@@ -128,6 +132,11 @@ def _ratio(numerator, denominator, empty_value):
     return numerator / denominator if denominator else empty_value
 
 
+def _copy_record(record):
+    """A copy of a record whose lists are copies too, so callers cannot change the stored one."""
+    return {key: list(value) if isinstance(value, list) else value for key, value in record.items()}
+
+
 class CountingMetrics:
     """Accumulates per-image counting and localization records and summarises them.
 
@@ -138,6 +147,8 @@ class CountingMetrics:
 
     Args:
         sigmas: distance thresholds in pixels for precision / recall / F1 (default ``(4, 8)``).
+
+    nAP thresholds are ``point_ap.NAP_DELTAS`` (0.05 to 0.50 of each true point's ``d_kNN``).
     """
 
     def __init__(self, sigmas=(4, 8)):
@@ -156,7 +167,7 @@ class CountingMetrics:
     @property
     def records(self):
         """Stored records (list of dicts) in the order they were added."""
-        return [dict(record, game=list(record["game"])) for record in self._records.values()]
+        return [_copy_record(record) for record in self._records.values()]
 
     def _required_keys(self):
         keys = ["image", "gt", "pred", "abs_err", "sq_err", "game"]
@@ -164,18 +175,21 @@ class CountingMetrics:
             keys += [f"tp_s{tag}", f"fp_s{tag}", f"fn_s{tag}"]
         return keys
 
-    def update(self, image_id, pred_points, gt_points, height, width):
+    def update(self, image_id, pred_points, gt_points, height, width, pred_scores=None):
         """Score one image and store its record (ignored if ``image_id`` is already held).
 
         Args:
             image_id: str, unique id of the image (e.g. the file stem).
             pred_points: float ``[P, 2]`` predicted ``(x, y)`` pixels.
             gt_points: float ``[G, 2]`` annotated ``(x, y)`` pixels.
-            height, width: image size in pixels, for GAME.
+            height, width: image size in pixels, for GAME (and nAP's ``d_kNN`` of a lone true point).
+            pred_scores: optional float ``[P]`` confidence of each prediction, for nAP.
 
         Returns:
             The record dict: ``image``, ``gt``, ``pred``, ``abs_err``, ``sq_err``, ``game``
-            (4 floats, levels 0..3) and ``tp_s{s}``, ``fp_s{s}``, ``fn_s{s}`` for each sigma.
+            (4 floats, levels 0..3) and ``tp_s{s}``, ``fp_s{s}``, ``fn_s{s}`` for each sigma; with
+            ``pred_scores`` also ``nap_scores`` (``P`` floats) and ``nap_hits`` (``P`` ints, bit ``j``
+            set when that prediction is a true positive at ``NAP_DELTAS[j]``).
         """
         pred = _as_points(pred_points, f"pred_points of image {image_id!r}")
         gt = _as_points(gt_points, f"gt_points of image {image_id!r}")
@@ -191,15 +205,21 @@ class CountingMetrics:
         for sigma, tag in zip(self.sigmas, self._tags):
             tp, fp, fn = match_within(pred, gt, sigma)
             record.update({f"tp_s{tag}": tp, f"fp_s{tag}": fp, f"fn_s{tag}": fn})
+        if pred_scores is not None:
+            scores = as_scores(pred_scores, len(pred), f"pred_scores of image {image_id!r}")
+            knn = knn_distances(gt, lone_distance=lone_point_distance(height, width))
+            hits = match_predictions(pred, scores, gt, knn=knn, deltas=NAP_DELTAS)
+            record.update(nap_scores=scores.tolist(), nap_hits=pack_hits(hits))
         self._records.setdefault(record["image"], record)
-        return dict(record, game=list(record["game"]))
+        return _copy_record(record)
 
     def merge(self, records):
         """Add records gathered elsewhere (e.g. other processes); ids already held are ignored.
 
         Args:
             records: iterable of record dicts as returned by :meth:`update` / :attr:`records`
-                from a ``CountingMetrics`` with the same sigmas.
+                from a ``CountingMetrics`` with the same sigmas (their ``nap_scores`` /
+                ``nap_hits``, when scored, are checked and kept).
         """
         required = self._required_keys()
         for position, record in enumerate(records):
@@ -214,7 +234,12 @@ class CountingMetrics:
             checked = {key: int(record[key]) for key in required if key not in ("image", "game")}
             checked["image"] = str(record["image"])
             checked["game"] = [float(value) for value in record["game"]]
-            self._records.setdefault(checked["image"], {key: checked[key] for key in required})
+            stored = {key: checked[key] for key in required}
+            if "nap_scores" in record or "nap_hits" in record:
+                where = f"merge: record {position} (image {record['image']!r})"
+                stored["nap_scores"], stored["nap_hits"] = checked_nap_fields(
+                    record.get("nap_scores", ()), record.get("nap_hits", ()), stored["pred"], NAP_DELTAS, where)
+            self._records.setdefault(checked["image"], stored)
 
     def summary(self):
         """Dataset-level metrics over all stored records.
@@ -224,7 +249,9 @@ class CountingMetrics:
             ``game0``..``game3`` (means over images) and, per sigma ``s``, ``precision_s{s}``,
             ``recall_s{s}``, ``f1_s{s}`` from TP / FP / FN summed over images (micro average),
             plus those sums as ``tp_s{s}``, ``fp_s{s}``, ``fn_s{s}``. Precision is 1.0 when there
-            are no predictions at all, recall is 1.0 when there are no true points at all.
+            are no predictions at all, recall is 1.0 when there are no true points at all. When every
+            record has scores: ``nap`` (mean AP over ``NAP_DELTAS``) and ``nap_0.05`` .. ``nap_0.50``
+            (``point_ap.nap_key``), each AP over all images' predictions ranked together.
 
         Raises:
             ValueError: when no image has been recorded.
@@ -249,6 +276,10 @@ class CountingMetrics:
             f1 = _ratio(2 * precision * recall, precision + recall, 0.0)
             result.update({f"precision_s{tag}": precision, f"recall_s{tag}": recall,
                            f"f1_s{tag}": f1, f"tp_s{tag}": tp, f"fp_s{tag}": fp, f"fn_s{tag}": fn})
+        if all("nap_scores" in r for r in records):
+            scores = [score for r in records for score in r["nap_scores"]]
+            masks = [mask for r in records for mask in r["nap_hits"]]
+            result.update(dataset_nap(scores, masks, sum(r["gt"] for r in records), NAP_DELTAS))
         return result
 
 
@@ -273,7 +304,9 @@ def format_summary(summary):
     """Human-readable lines for a :meth:`CountingMetrics.summary` dict.
 
     Lines: ``images: N``; one ``sigma=s: precision … recall … f1 … (tp … fp … fn …)`` line per
-    sigma (ascending); ``GAME(0..3): a / b / c / d``; and last ``mae: <mae> mse: <mse>``.
+    sigma (ascending); ``GAME(0..3): a / b / c / d``; with nAP in the summary
+    ``nAP delta=0.05: … delta=0.25: … delta=0.50: … mean(0.05:0.05:0.50): …``; and last
+    ``mae: <mae> mse: <mse>``.
 
     Returns:
         list of str.
@@ -288,5 +321,30 @@ def format_summary(summary):
                      f"fn {summary[f'fn_s{tag}']})")
     game = " / ".join(f"{summary[f'game{level}']:.4f}" for level in GAME_LEVELS)
     lines.append(f"GAME({GAME_LEVELS[0]}..{GAME_LEVELS[-1]}): {game}")
+    if "nap" in summary:
+        single = " ".join(f"delta={delta:.2f}: {summary[nap_key(delta)]:.4f}" for delta in REPORTED_DELTAS)
+        lines.append(f"nAP {single} mean({NAP_DELTAS[0]:.2f}:{NAP_DELTAS[1] - NAP_DELTAS[0]:.2f}:"
+                     f"{NAP_DELTAS[-1]:.2f}): {summary['nap']:.4f}")
     lines.append(f"mae: {summary['mae']:.4f} mse: {summary['mse']:.4f}")
     return lines
+
+
+def summary_json(summary):
+    """The metrics of a :meth:`CountingMetrics.summary` dict as plain JSON values, for ``json.dump``.
+
+    Keeps every int and float entry (``images``, ``mae``, ``mse``, ``game0``.., per-sigma ``precision_s{s}``
+    .., ``nap``, ``nap_0.05``..) in the summary's order, as Python ``int`` / ``float`` (a non-finite float
+    becomes ``None``, which JSON writes as ``null``); drops anything else, such as ``records``.
+
+    Returns:
+        dict of str to int, float or None.
+    """
+    plain = {}
+    for key, value in summary.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            continue
+        if isinstance(value, (int, np.integer)):
+            plain[str(key)] = int(value)
+        else:
+            plain[str(key)] = float(value) if math.isfinite(value) else None
+    return plain

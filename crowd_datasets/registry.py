@@ -34,7 +34,24 @@ DATASETS = {
 }
 
 
+# Other names of registry datasets -> their registry name. The authors' released checkpoints spell the
+# ShanghaiTechRGBD datasets "SHTRGBD" (models/releases.py) where the registry has always said "SHARGBD";
+# the registry names stay canonical, so existing runs and commands keep working.
+ALIASES = {
+    "Hazy_SHTRGBD": "Hazy_SHARGBD",
+    "Rainy_SHTRGBD": "Rainy_SHARGBD",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The registry name of dataset ``name`` (itself, or what the alias stands for); unknown names pass through."""
+    return ALIASES.get(name, name)
+
+
 def get_entry(name: str) -> DatasetEntry:
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """The registry entry of dataset ``name``, a registry name or one of ``ALIASES``; KeyError if neither."""
+    entry = DATASETS.get(canonical_name(name))
+    if entry is None:
+        aliases = ", ".join(f"{alias} (= {target})" for alias, target in ALIASES.items())
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}; aliases: {aliases}")
+    return entry
