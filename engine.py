@@ -86,7 +86,7 @@ def evaluate(counter, data_loader, sigmas=(4, 8), progress: bool = True) -> dict
                leave=False)
     for images, targets in data_loader:
         for image, target in zip(images, targets):
-            points = counter.predict(image)["points"]
+            points = counter.predict(image).points
             height, width = image.shape[-2:]
             metrics.update(target["image_id"], points, target["points"].numpy(), height, width)
             bar.update(1)

@@ -2,12 +2,14 @@
 others are ``util.values``'), so that a bad value is one usage line naming its flag. Each script builds its
 own parser from them (``train.build_parser``, ``run_test.build_parser``, ``serve.build_parser``) and turns
 the parsed arguments into the explicit values the builders take (``dataset_options``, ``criterion_options``,
-``network_flags``, ``counter_options``)."""
+``network_flags``, ``counter_options``, ``counting_options``)."""
 import argparse
 
 from crowd_datasets.decoding_limit import MAX_DECODED_PIXELS
 from crowd_datasets.registry import DATASETS
 from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, check_tile_size
+from inference.job import CountingOptions
+from inference.zones import read_polygons
 from util.values import at_least, positive_float, probability
 
 
@@ -101,3 +103,13 @@ def criterion_options(args) -> dict:
     """Keyword arguments of ``models.build_criterion`` from parsed training arguments."""
     return {name: getattr(args, name) for name in
             ("set_cost_class", "set_cost_point", "eos_coef", "point_loss_coef", "sr_loss_coef", "sr_loss")}
+
+
+def counting_options(args) -> CountingOptions:
+    """The ``inference.CountingOptions`` that ``run_test.py``'s flags describe, with the ``--zones`` and
+    ``--exclude`` files read and checked (``ValueError`` or ``OSError`` naming the file)."""
+    return CountingOptions(threshold=args.threshold, zones=read_polygons(args.zones) if args.zones else {},
+                           exclusions=read_polygons(args.exclude) if args.exclude else {},
+                           restore=args.save_restored, density=args.save_density, density_sigma=args.density_sigma,
+                           frame_stride=args.frame_stride, frame_points=args.save_frame_points,
+                           points_json=args.save_points_json)

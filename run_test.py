@@ -16,16 +16,16 @@ from inference import Counter
 from inference.inputs import video_source
 from inference.outputs import say
 from inference.pictures import count_images
+from inference.sinks import OutputFolder
 from inference.video import count_video
 from inference.visualize import plot_counts
-from inference.zones import read_polygons
 from models.checkpoint import CheckpointError
 from models.releases import RELEASED_CHECKPOINTS
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
 from crowd_datasets.metrics import format_summary, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
 from options import (add_counting_arguments, add_data_arguments, add_input_norm_argument, add_runtime_arguments,
-                     counter_options, dataset_options)
+                     counter_options, counting_options, dataset_options)
 from util.values import at_least, new_parser, positive_float
 from util.signals import quiet_loader_worker
 
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--save_restored", action="store_true",
                        help="with --input and a checkpoint that carries the restoration module: also write "
                             "restored/<stem>.jpg, the scene as the model sees it without the weather")
+    group.add_argument("--save_points_json", action="store_true",
+                       help="with --input pictures and --output_dir: also write points/<stem>.json (the count, "
+                            "each zone's, the size and the points, as serve.py's /api/count answers)")
     group = parser.add_argument_group("areas of the picture (with --input)")
     group.add_argument("--zones", default=None, metavar="FILE",
                        help="JSON of named polygons in pixels ({\"gate\": [[x, y], [x, y], [x, y], ...], ...}) or a "
@@ -98,6 +101,23 @@ def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: Dis
     return 0
 
 
+def check_combinations(parser, args, video) -> None:
+    """One usage line for flags that do not go together (``video``: the video or stream ``--input`` names)."""
+    if video is not None and args.save_restored:
+        parser.error("--save_restored writes restored pictures; it does not apply to video input")
+    if video is not None and args.save_points_json:
+        parser.error("--save_points_json writes a file per picture; for video input use --save_frame_points")
+    if args.dataset_file is not None and (args.zones or args.exclude or args.save_density):
+        parser.error("--zones, --exclude and --save_density are for your own pictures (--input); a dataset's "
+                     "metrics compare whole pictures")
+    if args.dataset_file is not None and args.save_points_json:
+        parser.error("--save_points_json is for your own pictures (--input)")
+    if args.save_density and not args.output_dir:
+        parser.error("--save_density writes density maps: give --output_dir")
+    if args.save_points_json and not args.output_dir:
+        parser.error("--save_points_json writes points/<stem>.json files: give --output_dir")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,18 +126,11 @@ def main(argv=None) -> int:
         parser.error("give either --input (an image, a video, a folder, a camera or a stream) or --dataset_file "
                      "(a dataset's test split)")
     video = video_source(args.input) if args.input is not None else None
-    if video is not None and args.save_restored:
-        parser.error("--save_restored writes restored pictures; it does not apply to video input")
-    if args.dataset_file is not None and (args.zones or args.exclude or args.save_density):
-        parser.error("--zones, --exclude and --save_density are for your own pictures (--input); a dataset's "
-                     "metrics compare whole pictures")
-    if args.save_density and not args.output_dir:
-        parser.error("--save_density writes density maps: give --output_dir")
+    check_combinations(parser, args, video)
     try:
         if args.output_dir:
-            check_output_dir(Path(args.output_dir), ("points", "vis", "restored", "density"))
-        zones = read_polygons(args.zones) if args.zones else {}
-        exclusions = read_polygons(args.exclude) if args.exclude else {}
+            check_output_dir(Path(args.output_dir), OutputFolder.folders())
+        options = counting_options(args)
         state = init_distributed(resolve_device(args.device))
         counter = Counter.from_checkpoint(args.weight_path, device=state.device, **counter_options(args),
                                           log=None if state.is_main else (lambda message: None))
@@ -135,11 +148,9 @@ def main(argv=None) -> int:
                                  "torchrun (folders of pictures and videos are split across processes)")
             if isinstance(video, Path) and not video.is_file():
                 raise FileNotFoundError(f"--input {video}: no such file")
-            return count_video(counter, video, output_dir, args.frame_stride, args.save_frame_points, zones,
-                               exclusions, args.save_density, args.density_sigma)
-        return count_images(counter, Path(args.input), output_dir, args.save_restored, args.num_workers, state,
-                            args.frame_stride, args.save_frame_points, zones, exclusions, args.save_density,
-                            args.density_sigma)
+            return count_video(counter, video, options, OutputFolder(output_dir, options).video_sinks())
+        outputs = OutputFolder(output_dir, options, streaming=not state.distributed)
+        return count_images(counter, Path(args.input), options, outputs, state, num_workers=args.num_workers)
     except BrokenPipeError:
         raise  # output piped into a program that stopped reading: run_script ends quietly
     except (OSError, ValueError, KeyError, CheckpointError, RuntimeError) as error:

@@ -13,10 +13,11 @@ from models.network import FEATURE_STRIDE, PointCounter
 from util.distributed import resolve_device
 
 from .backend import NetworkBackend
+from .job import CountingOptions, CountResult
 from .onnx_network import OnnxNetwork, is_onnx_file
 from .tiling import check_tile_size, core_slices, padded_size, plan_tiles
 from .torch_network import TorchNetwork
-from .zones import check_polygons, count_points
+from .zones import count_points
 
 # Image files declaring more pixels are refused before decoding (an 8000 x 6000 photo is 48 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -163,25 +164,22 @@ class Counter:
         keep = scores > (self.threshold if threshold is None else threshold)
         return outputs["pred_points"][keep].float().cpu(), scores[keep].cpu()
 
-    def predict(self, image, restore: bool = False, zones: dict = None, exclude: dict = None,
-                threshold: float = None) -> dict:
-        """``{"points": float32 [N, 2] (x, y) pixels, "scores": float32 [N], "count": int}`` of the anchors
-        scoring above ``threshold`` (default: the counter's); with ``restore`` also ``"restored"``: the
-        restoration module's view of the scene as ``H x W x 3`` uint8 RGB (needs a checkpoint that carries
-        the module).
+    def predict(self, image, options: CountingOptions = None) -> CountResult:
+        """The people in ``image``: a ``CountResult`` of the anchors scoring above ``options.threshold``
+        (default: the counter's), outside every polygon of ``options.exclusions``, with each zone's count
+        of ``options.zones``; with ``options.restore`` also the restoration module's view of the scene
+        (needs a checkpoint that carries the module). ``options`` defaults to ``CountingOptions()``."""
+        options = options or CountingOptions()
+        image = self.read(image)
+        height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
+        outputs = self.outputs(image, restore=options.restore)
+        points, scores = (tensor.numpy() for tensor in self.select(outputs, options.threshold))
+        points, scores, zones = count_points(points, scores, options.zones, options.exclusions)
+        restored = None
+        if options.restore:
+            restored = outputs["pred_restored"].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+        return CountResult(points=points, scores=scores, zones=zones, height=int(height), width=int(width),
+                           restored=restored)
 
-        ``exclude`` (name -> polygon ``[[x, y], ...]`` in the picture's pixels, see ``inference.zones``)
-        drops the points inside any of its polygons before anything else; ``zones`` (the same form) adds
-        ``"zones"``: name -> the number of the remaining points inside each polygon."""
-        exclude = check_polygons(exclude, "exclude") if exclude else {}
-        zones = check_polygons(zones, "zones") if zones is not None else None
-        outputs = self.outputs(image, restore=restore)
-        points, scores = (tensor.numpy() for tensor in self.select(outputs, threshold))
-        result = count_points(points, scores, zones, exclude)
-        if restore:
-            restored = outputs["pred_restored"].clamp(0, 1).mul(255).round().byte()
-            result["restored"] = restored.permute(1, 2, 0).cpu().numpy()
-        return result
-
-    def __call__(self, image) -> dict:
+    def __call__(self, image) -> CountResult:
         return self.predict(image)

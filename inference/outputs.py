@@ -1,17 +1,15 @@
-"""What counting prints and writes: lines on the console, ``counts.csv`` (row by row, or all rows at once
-under ``torchrun``), and each picture's ``points/``, ``vis/`` and ``restored/`` files."""
+"""The pieces that counting's outputs share: lines on the console (``say``), ``counts.csv`` made safe for
+spreadsheets (row by row, or all rows at once under ``torchrun``) and ``x,y,score`` points files. The
+outputs themselves are the sinks of ``inference.sinks``."""
 import csv
 import re
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from crowd_datasets.image_io import write_rgb
 
-from .density import density_map
-from .visualize import draw_density, draw_points, draw_zones
+from .job import FrameCount
 
 # A spreadsheet runs a cell that begins with one of these as a formula (OWASP: CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -83,9 +81,9 @@ def video_header(zones: dict) -> list:
     return ["frame", "time_s", "count", *map(csv_text, zones)]
 
 
-def video_row(index: int, time_s: float, result: dict, zones: dict) -> list:
-    """A counted frame's row of ``counts.csv`` (``video_header``) from ``Counter.predict``'s ``result``."""
-    return [index, f"{time_s:.3f}", result["count"], *(result["zones"][zone] for zone in zones)]
+def video_row(frame: FrameCount) -> list:
+    """A counted frame's row of ``counts.csv`` (``video_header``; its zones in the header's order)."""
+    return [frame.frame, f"{frame.time_s:.3f}", frame.count, *frame.zones.values()]
 
 
 def write_points_csv(path: Path, points, scores) -> None:
@@ -95,21 +93,3 @@ def write_points_csv(path: Path, points, scores) -> None:
         writer = csv.writer(file)
         writer.writerow(["x", "y", "score"])
         writer.writerows((f"{x:.4f}", f"{y:.4f}", f"{s:.6f}") for (x, y), s in zip(points.tolist(), scores.tolist()))
-
-
-def write_picture_outputs(output_dir: Path, stem: str, rgb, result: dict, zones: dict = None,
-                          exclusions: dict = None, save_density: bool = False, density_sigma: float = None) -> None:
-    """A counted picture's files: ``points/<stem>.csv``, ``vis/<stem>.jpg`` (its points drawn, with the
-    ``zones`` outlined and the ``exclusions`` shaded), when ``result`` (from ``Counter.predict``) holds the
-    restored view ``restored/<stem>.jpg``, and with ``save_density`` ``density/<stem>.npy`` (float32 ``[H, W]``,
-    summing to the count; ``inference.density``) and ``density/<stem>.jpg`` (it over the picture)."""
-    write_points_csv(output_dir / "points" / f"{stem}.csv", result["points"], result["scores"])
-    vis = draw_zones(draw_points(rgb, result["points"]), zones, result.get("zones"), exclusions)
-    write_rgb(output_dir / "vis" / f"{stem}.jpg", vis)
-    if "restored" in result:
-        write_rgb(output_dir / "restored" / f"{stem}.jpg", result["restored"])
-    if save_density:
-        density = density_map(result["points"], *rgb.shape[:2], density_sigma)
-        (output_dir / "density").mkdir(parents=True, exist_ok=True)
-        np.save(output_dir / "density" / f"{stem}.npy", density)
-        write_rgb(output_dir / "density" / f"{stem}.jpg", draw_density(rgb, density))

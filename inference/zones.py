@@ -150,6 +150,8 @@ def inside_band(points: np.ndarray, start: np.ndarray, end: np.ndarray, low: np.
 
 def zone_counts(points: np.ndarray, zones: dict) -> dict:
     """Name -> how many of ``points`` (``[N, 2]``) lie in each of ``zones`` (name -> ``[V, 2]``)."""
+    if not zones:
+        return {}
     order = y_order(points)
     return {name: int(inside(points, polygon, order).sum()) for name, polygon in zones.items()}
 
@@ -162,17 +164,14 @@ def outside_all(points: np.ndarray, exclusions: dict) -> np.ndarray:
     return keep
 
 
-def count_points(points: np.ndarray, scores: np.ndarray, zones: dict = None, exclusions: dict = None) -> dict:
-    """``{"points", "scores", "count"}`` of the counted ``points`` (``[N, 2]`` pixels) and their ``scores``
-    (``[N]``) left outside all ``exclusions``, and with ``zones`` (not None) ``"zones"``: name -> how many of
-    them each holds. Polygons are checked ones (``check_polygons``)."""
+def count_points(points: np.ndarray, scores: np.ndarray, zones: dict, exclusions: dict) -> tuple:
+    """``(points, scores, zone counts)``: the ``points`` (``[N, 2]`` pixels) and their ``scores`` (``[N]``)
+    left outside all ``exclusions``, and name -> how many of them each of the ``zones`` holds. Polygons are
+    checked ones (``check_polygons``)."""
     if exclusions:
         keep = outside_all(points, exclusions)
         points, scores = points[keep], scores[keep]
-    result = {"points": points, "scores": scores, "count": int(points.shape[0])}
-    if zones is not None:
-        result["zones"] = zone_counts(points, zones)
-    return result
+    return points, scores, zone_counts(points, zones)
 
 
 def zones_outside(zones: dict, height: int, width: int) -> list:

@@ -1,5 +1,6 @@
-"""The API's documentation: the request fields and answer examples given to the OpenAPI schema, and ``/docs``,
-that schema rendered as a page served from here (no scripts or styles from elsewhere: it works offline)."""
+"""The API's documentation page: ``/docs``, the OpenAPI schema (its request and answer models are
+``serving.models``) rendered as a page served from here (no scripts or styles from elsewhere: it works
+offline), and the API's description at its top."""
 import html
 import json
 
@@ -12,82 +13,6 @@ DESCRIPTION = (
     "refused with 413 as they arrive, and stalled ones with 408 after `--client_timeout_s`. Only requests "
     "naming this server in `Host` are answered, and none from another site's page (`Origin`): 400 and 403. "
     "Zones: at most 64 polygons of 1000 corners each, 4,000 in all; answers: at most 100,000 points.")
-
-ZONES_HELP = ('JSON of named polygons in the picture\'s pixels, as run_test.py --zones: '
-              '{"gate": [[x, y], [x, y], [x, y]], ...}')
-COUNT_FIELDS = [
-    ("file", "binary", True, "the picture (JPEG, PNG, BMP, TIFF, WebP, ...)"),
-    ("threshold", "number", False, "a point counts when its score exceeds this (default: serve.py --threshold)"),
-    ("zones", "string", False, ZONES_HELP + "; the answer's zones gives each one's count"),
-    ("exclude", "string", False, "the same form: points inside any of these polygons are dropped first"),
-    ("restore", "boolean", False, "also return the restored view (checkpoints with the restoration module)"),
-]
-VIDEO_FIELDS = [
-    ("file", "binary", True, "the video (mp4, avi, mkv, mov, webm, ...)"),
-    ("threshold", "number", False, "as for /api/count"),
-    ("zones", "string", False, ZONES_HELP),
-    ("exclude", "string", False, "as for /api/count"),
-    ("frame_stride", "integer", False, "count every N-th frame (default 1)"),
-]
-RECOUNT_FIELDS = [
-    ("points", "array", True, "[[x, y, score], ...]: the points of an /api/count answer made at a lower threshold"),
-    ("threshold", "number", False, "keep the points scoring above this (default: serve.py --threshold)"),
-    ("zones", "object", False, '{"gate": [[x, y], [x, y], [x, y]], ...}'),
-    ("exclude", "object", False, "the same form: points inside are dropped first"),
-    ("density", "boolean", False, "also return the density heatmap layer (needs width and height)"),
-    ("width", "integer", False, "the picture's width in pixels (for density)"),
-    ("height", "integer", False, "the picture's height in pixels (for density)"),
-]
-COUNT = {"count": 2, "points": [[412.5, 233.1, 0.93], [430.2, 240.8, 0.71]], "points_truncated": False,
-         "zones": {"gate": 1},
-         "width": 1024, "height": 768, "threshold": 0.5, "milliseconds": 812.4}
-RECOUNT = {"count": 1, "points": [[412.5, 233.1, 0.93]], "points_truncated": False, "zones": {"gate": 1},
-           "threshold": 0.8,
-           "density": {"image": "data:image/png;base64,...", "peak": 0.0021}}
-VIDEO = {"id": "k3J9aQ0xZm1q", "name": "street.mp4", "state": "counting", "error": None, "frames_done": 2,
-         "frames_total": 250, "fps": 25.0, "threshold": 0.5, "zones": ["gate"], "since": 0,
-         "counts": [{"frame": 0, "time_s": 0.0, "count": 41, "zones": {"gate": 12}},
-                    {"frame": 1, "time_s": 0.04, "count": 43, "zones": {"gate": 12}}]}
-HEALTH = {"status": "ok", "model": "Hazy_JHU", "device": "cpu", "mode": "exact", "restoration": False,
-          "threshold": 0.5, "queue": 0, "busy": False, "max_queue": 16, "max_upload_mb": 50.0,
-          "max_megapixels": 50.0, "pictures_counted": 12, "videos_active": 0, "max_videos": 2,
-          "max_video_s": 600.0, "auth": False}
-
-
-def error(description: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"example": {"error": "a line naming the problem"}}}}
-
-
-COUNT_RESPONSES = {
-    200: {"description": "the count", "content": {"application/json": {"example": COUNT}}},
-    400: error("not a picture, a format outside the list, a truncated file, bad zone JSON or a bad field"),
-    401: error("the token is missing or wrong"),
-    403: error("the request comes from another site's page"),
-    408: error("the upload stalled (serve.py --client_timeout_s)"),
-    413: error("the upload is over --max_upload_mb, or the picture over --max_megapixels"),
-    503: error("the queue is full: try again after Retry-After seconds"),
-}
-
-
-def example(value: dict) -> dict:
-    return {"description": "an example", "content": {"application/json": {"example": value}}}
-
-
-def schema(fields: list) -> dict:
-    types = {"binary": {"type": "string", "format": "binary"}, "array": {"type": "array", "items": {}}}
-    return {"type": "object", "required": [name for name, _, required, _ in fields if required],
-            "properties": {name: {**types.get(kind, {"type": kind}), "description": text}
-                           for name, kind, _, text in fields}}
-
-
-def multipart(fields: list) -> dict:
-    """``openapi_extra`` of a route that reads a multipart form of ``fields`` ``(name, type, required, help)``."""
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema(fields)}}}}
-
-
-def json_body(fields: list) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema(fields)}}}}
 
 
 def render(openapi: dict) -> str:

@@ -1,22 +1,15 @@
-"""What a client sends, checked: the upload size limit (enforced while the body streams in), multipart
-forms, and the form fields the API takes. Every problem is an ``ApiError``: a 4xx answer with a JSON
-body ``{"error": "<one line naming the problem>"}``."""
+"""What a client sends, read within bounds: the upload size limit (enforced while the body streams in),
+multipart forms and JSON bodies (their fields are checked by ``serving.fields``). Every problem is an
+``ApiError``: a 4xx answer with a JSON body ``{"error": "<one line naming the problem>"}``."""
 import asyncio
 import json
 import time
-from argparse import ArgumentTypeError
 
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
-from inference.zones import check_polygons
-from util.values import at_least, probability
-
 # Form fields are short text (a threshold, zone JSON): larger parts are refused.
 MAX_FIELD_BYTES = 1024 * 1024
-# Corners of all the zones and exclusions of one request: each counted point is tested against each
-# polygon's edges, so this bounds that work (the caps per polygon are inference.zones').
-MAX_REQUEST_CORNERS = 4000
 # Names a client sent are echoed back (in errors, a video job's name) cut to this many characters.
 MAX_SHOWN_CHARS = 100
 
@@ -199,61 +192,3 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
                            {"Connection": "close"})
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def parse_threshold(text, default: float) -> float:
-    """A threshold field: a number in [0, 1] (the rule of ``--threshold``); ``default`` when absent."""
-    if text is None:
-        return default
-    try:
-        return probability(str(text))
-    except (ArgumentTypeError, ValueError):
-        raise ApiError(400, f"threshold: expected a number in [0, 1], got {str(text)[:40]!r}") from None
-
-
-def parse_areas(fields: dict) -> tuple:
-    """``(zones, exclude)``: the ``zones`` and ``exclude`` fields of a request (JSON text or parsed objects),
-    checked, with at most ``MAX_REQUEST_CORNERS`` corners in all."""
-    zones, exclude = parse_polygons(fields.get("zones"), "zones"), parse_polygons(fields.get("exclude"), "exclude")
-    corners = sum(len(polygon) for polygon in (*zones.values(), *exclude.values()))
-    if corners > MAX_REQUEST_CORNERS:
-        raise ApiError(400, f"zones and exclude: {corners} corners in all, over the limit of {MAX_REQUEST_CORNERS} "
-                            "a request may give")
-    return zones, exclude
-
-
-def parse_polygons(value, field: str) -> dict:
-    """A ``zones`` or ``exclude`` field (JSON text, or an already parsed object) as checked polygons."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ApiError(400, f"{field}: not JSON ({error}); expected {{\"name\": [[x, y], [x, y], [x, y]]}}") \
-                from None
-    try:
-        return check_polygons(value, field)
-    except ValueError as error:
-        raise ApiError(400, str(error)) from None
-
-
-def parse_flag(text, field: str) -> bool:
-    if text is None:
-        return False
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(400, f"{field}: expected true or false, got {text[:40]!r}")
-
-
-def parse_int(text, field: str, minimum: int, default: int) -> int:
-    """A whole-number field of at least ``minimum`` (the rule of ``--frame_stride``); ``default`` when absent."""
-    if text is None:
-        return default
-    try:
-        return at_least(minimum)(str(text))
-    except (ArgumentTypeError, ValueError):
-        raise ApiError(400, f"{field}: expected a whole number of at least {minimum}, got {str(text)[:40]!r}") \
-            from None

@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.job import CountingOptions, FrameCount
 from inference.outputs import video_header, video_row
 from inference.video_io import VIDEO_SUFFIXES, VideoError, VideoSource
 from util.script import error_line
 
+from .models import VideoJobAnswer
 from .scratch import ScratchFolder
 from .uploads import ApiError, shown_name
 from .work import QueueFull, WorkQueue
@@ -38,15 +40,12 @@ class VideoLimits:
 
 @dataclass
 class VideoJob:
-    """One uploaded video: its settings, progress and the counts of the frames counted so far (``rows``:
-    ``{"frame", "time_s", "count", "zones"}`` each)."""
+    """One uploaded video: how it is counted (``options``: its threshold, zones, exclusions and frame stride),
+    its progress and the counts of the frames counted so far (``rows``, a ``FrameCount`` each)."""
 
     id: str
     name: str
-    threshold: float
-    zones: dict
-    exclude: dict
-    stride: int
+    options: CountingOptions
     frames_total: int = None
     fps: float = None
     state: str = "waiting"
@@ -56,17 +55,22 @@ class VideoJob:
     task: asyncio.Task = None
     release: object = None
 
-    def summary(self, since: int = 0) -> dict:
+    def summary(self, since: int = 0) -> VideoJobAnswer:
         """The job as the API shows it, with the counted frames from the ``since``-th on."""
-        return {"id": self.id, "name": self.name, "state": self.state, "error": self.error,
-                "frames_done": len(self.rows), "frames_total": self.frames_total, "fps": self.fps,
-                "threshold": self.threshold, "zones": list(self.zones), "since": since,
-                "counts": [{**row, "time_s": round(row["time_s"], 3)} for row in self.rows[since:]]}
+        return VideoJobAnswer.model_construct(
+            id=self.id, name=self.name, state=self.state, error=self.error, frames_done=len(self.rows),
+            frames_total=self.frames_total, fps=self.fps, threshold=self.options.threshold,
+            zones=list(self.options.zones), since=since, counts=[frame_answer(row) for row in self.rows[since:]])
 
     def counts_csv_rows(self) -> list:
         """``counts.csv`` as ``run_test.py`` writes it for a video: the header, then a row per frame."""
-        return [video_header(self.zones)] + [video_row(row["frame"], row["time_s"], row, self.zones)
-                                             for row in self.rows]
+        return [video_header(self.options.zones)] + [video_row(row) for row in self.rows]
+
+
+def frame_answer(row: FrameCount) -> dict:
+    """A counted frame as a job's answer lists it (``FrameCountAnswer``'s fields: a plain dict, as a long
+    video has tens of thousands), its time rounded to milliseconds."""
+    return {"frame": row.frame, "time_s": round(row.time_s, 3), "count": row.count, "zones": row.zones}
 
 
 class VideoJobs:
@@ -94,17 +98,17 @@ class VideoJobs:
                                 f"{self.limits.ttl_s:g} s, the last {KEPT_FINISHED} at most; serve.py --job_ttl_s)")
         return job
 
-    async def start(self, data: bytes, filename: str, threshold: float, zones: dict, exclude: dict,
-                    stride: int) -> VideoJob:
+    async def start(self, data: bytes, filename: str, options: CountingOptions) -> VideoJob:
         """Keep ``data`` in a temporary folder of its own (removed when the job ends), open it as a video
-        (``ApiError`` if it is none or too long) and start counting it in the background."""
+        (``ApiError`` if it is none or too long) and start counting every ``options.frame_stride``-th frame
+        in the background."""
         self.forget_expired()
         if self.full:
             raise QueueFull
         # Registered before the first await, so that uploads arriving together cannot all pass the check.
-        job = VideoJob(id=secrets.token_urlsafe(9), name=filename, threshold=threshold, zones=zones,
-                       exclude=exclude, stride=stride)
+        job = VideoJob(id=secrets.token_urlsafe(9), name=filename, options=options)
         self.jobs[job.id] = job
+        stride = options.frame_stride
         suffix = Path(filename).suffix.lower()
         # The client's name never becomes a path: only a known video suffix is kept, for the demuxer.
         folder = Path(tempfile.mkdtemp(prefix="video-", dir=self.scratch.path))
@@ -171,8 +175,7 @@ class VideoJobs:
         if item is None or item[0] >= last_frame:
             return None
         index, time_s, rgb = item
-        result = self.counter.predict(rgb, zones=job.zones, exclude=job.exclude, threshold=job.threshold)
-        return {"frame": index, "time_s": time_s, "count": result["count"], "zones": result["zones"]}
+        return FrameCount.of(index, time_s, self.counter.predict(rgb, job.options))
 
     def cancel(self, job: VideoJob) -> None:
         if job.task is not None and not job.task.done():

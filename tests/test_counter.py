@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crowd_datasets.image_io import read_rgb
-from inference import Counter
+from inference import Counter, CountingOptions
 from inference.parity import compare_outputs, within_parity
 from helpers import ROOT, REAL_SAMPLES, REFERENCE, REFERENCE_CHECKPOINT, FixedScores, random_checkpoint
 
@@ -39,11 +39,11 @@ def test_parity_with_upstream_on_real_images(reference_counter, name):
 def test_counter_accepts_path_and_array_identically(reference_counter):
     by_path = reference_counter(REAL_SAMPLES / "A_IMG_160.jpg")
     by_array = reference_counter(read_rgb(REAL_SAMPLES / "A_IMG_160.jpg"))
-    assert by_path["count"] == by_array["count"] == len(by_path["points"])
-    assert by_path["points"].dtype == np.float32 and by_path["scores"].dtype == np.float32
-    assert by_path["points"].shape == (by_path["count"], 2)
-    np.testing.assert_array_equal(by_path["points"], by_array["points"])
-    assert (by_path["scores"] > 0.5).all()
+    assert by_path.count == by_array.count == len(by_path.points)
+    assert by_path.points.dtype == np.float32 and by_path.scores.dtype == np.float32
+    assert by_path.points.shape == (by_path.count, 2)
+    np.testing.assert_array_equal(by_path.points, by_array.points)
+    assert (by_path.scores > 0.5).all()
     with pytest.raises(ValueError, match="uint8"):
         reference_counter(np.zeros((10, 10, 3), dtype=np.float32))
 
@@ -61,12 +61,12 @@ def test_counter_runs_any_backend_and_refuses_what_is_none():
     # A 200 x 300 picture is padded to 256 x 384: 32 x 48 cells, 12 columns of them with centres at x < 100
     # (points are not cut to the picture, as upstream).
     left = Counter(FixedScores(lambda points: points[:, 0] < 100), tile_size=0).predict(torch.rand(3, 200, 300))
-    assert left["count"] == 32 * 12 and (left["points"][:, 0] < 100).all()
+    assert left.count == 32 * 12 and (left.points[:, 0] < 100).all()
     # In 2 x 3 tiles every cell is taken once, from the tile whose core holds it.
     everyone = FixedScores(lambda points: points[:, 0] >= 0)
     tiled = Counter(everyone, tile_size=128).predict(torch.rand(3, 200, 300))
-    assert tiled["count"] == 32 * 48
-    assert sorted(map(tuple, tiled["points"].tolist())) == [(4.0 + 8 * x, 4.0 + 8 * y) for x in range(48)
+    assert tiled.count == 32 * 48
+    assert sorted(map(tuple, tiled.points.tolist())) == [(4.0 + 8 * x, 4.0 + 8 * y) for x in range(48)
                                                             for y in range(32)]
     with pytest.raises(ValueError, match="fast mode .* runs in fp32"):
         Counter(FixedScores(lambda points: points[:, 0] < 100), amp=True)
@@ -77,7 +77,7 @@ def test_counter_runs_any_backend_and_refuses_what_is_none():
 def test_restoring_with_a_network_without_the_module_is_one_clear_error():
     counter = Counter(FixedScores(lambda points: points[:, 0] >= 0))
     with pytest.raises(ValueError, match="no restoration module, so it cannot restore images: that needs a .pth"):
-        counter.predict(torch.rand(3, 64, 64), restore=True)
+        counter.predict(torch.rand(3, 64, 64), CountingOptions(restore=True))
 
 
 @pytest.mark.parametrize("first", ["models", "inference"])

@@ -168,10 +168,10 @@ def test_a_counter_loaded_by_name_counts_as_one_loaded_by_path(cache, server, mo
     picture = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     by_name = Counter.from_checkpoint("Hazy_JHU", device="cpu", log=lambda message: None)(picture)
     by_path = Counter.from_checkpoint(server.checkpoint, device="cpu")(picture)
-    assert 0 < by_path["count"] < 400  # a picture that neither counts nothing nor everything
-    assert by_name["count"] == by_path["count"]
-    np.testing.assert_array_equal(by_name["points"], by_path["points"])
-    np.testing.assert_array_equal(by_name["scores"], by_path["scores"])
+    assert 0 < by_path.count < 400  # a picture that neither counts nothing nor everything
+    assert by_name.count == by_path.count
+    np.testing.assert_array_equal(by_name.points, by_path.points)
+    np.testing.assert_array_equal(by_name.scores, by_path.scores)
     assert server.requests == ["/good/Hazy_JHU_best.pth"]
 
 

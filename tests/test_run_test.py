@@ -125,7 +125,7 @@ def test_fast_mode_flag_reaches_the_network_and_counts_as_fast_mode(tmp_path, mo
         assert built == [amp], flags
         counter = Counter.from_checkpoint(tmp_path / "model.pth", device="cpu", amp=amp,
                                                    log=lambda message: None)
-        assert capsys.readouterr().out.startswith(f"photo.png: {counter(str(image))['count']}\n")
+        assert capsys.readouterr().out.startswith(f"photo.png: {counter(str(image)).count}\n")
 
 
 def test_output_piped_into_head_ends_without_a_traceback(tmp_path):

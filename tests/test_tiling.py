@@ -59,7 +59,7 @@ def test_tiled_outputs_equal_the_whole_image_with_small_tiles_and_blocks(monkeyp
     assert (result["pred_restored"] - untiled["pred_restored"]).abs().max() <= 1e-5
     assert result["pred_restored"].shape == (3, 300, 420)
     counts = [len(tiled.select(outputs)[0]) for outputs in (untiled, result)]
-    assert counts[0] == counts[1] == Counter(model, tile_size=256)(image)["count"]
+    assert counts[0] == counts[1] == Counter(model, tile_size=256)(image).count
 
 
 @pytest.mark.slow

@@ -173,11 +173,11 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
     predict = Counter.predict
     calls = []
 
-    def interrupted_at_the_fourth_frame(self, image, **options):
+    def interrupted_at_the_fourth_frame(self, image, *options):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return predict(self, image, **options)
+        return predict(self, image, *options)
 
     monkeypatch.setattr(Counter, "predict", interrupted_at_the_fourth_frame)
     out = tmp_path / "file"
@@ -204,12 +204,12 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
                                                                           capsys, stride):
     predict = Counter.predict
 
-    def slow(self, image, **options):
+    def slow(self, image, *options):
         # A network slower than the stream, deterministically: it returns only once the reader thread has
         # taken every frame of the clip, so the next frame counted must be the newest, the last one.
         Stream.opened[-1].reader.join(timeout=120)
         assert not Stream.opened[-1].reader.is_alive()
-        return predict(self, image, **options)
+        return predict(self, image, *options)
 
     monkeypatch.setattr(Counter, "predict", slow)
     monkeypatch.setattr(inference.video, "VideoSource", Stream)
@@ -304,11 +304,11 @@ def test_a_videos_heatmap_and_count_chart_are_written_at_the_end_and_on_ctrl_c(c
     assert "heatmap.jpg" in capsys.readouterr().out
     predict, calls = Counter.predict, []
 
-    def interrupted_at_the_third_frame(self, image, **options):
+    def interrupted_at_the_third_frame(self, image, *options):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return predict(self, image, **options)
+        return predict(self, image, *options)
 
     monkeypatch.setattr(Counter, "predict", interrupted_at_the_third_frame)
     assert run_test.main(args + ["--output_dir", str(tmp_path / "cut")]) == EXIT_INTERRUPTED

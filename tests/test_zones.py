@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import run_test
-from inference import Counter
+from inference import Counter, CountingOptions
 import inference.zones
 from inference.zones import MAX_NAME_CHARS, MAX_POLYGONS, MAX_VERTICES, check_polygons, inside, read_polygons
 from util.script import EXIT_SKIPPED
@@ -130,17 +130,17 @@ def test_counter_counts_each_zone_independently_and_drops_excluded_points_first(
              "concave": [[x * 2 + 150, y * 2 + 40] for x, y in CONCAVE],
              "partly_off": [[250, -50], [400, -50], [400, 100], [250, 100]]}
     exclude = {"roof": [[0, 0], [300, 0], [300, 30], [0, 30]]}
-    result = counter.predict(torch.rand(3, 200, 300), zones=zones, exclude=exclude)
+    result = counter.predict(torch.rand(3, 200, 300), CountingOptions(zones=zones, exclusions=exclude))
     grid = [(4 + 8 * i, 4 + 8 * j) for i in range(48) for j in range(32)]
     kept = [(x, y) for x, y in grid if not crossings(x, y, exclude["roof"])]
-    assert result["count"] == len(kept) == len(grid) - 37 * 4  # centres x < 300 and y < 30
-    assert sorted(map(tuple, result["points"].tolist())) == sorted(kept)
-    assert len(result["scores"]) == result["count"]
-    assert result["zones"] == {name: sum(crossings(x, y, polygon) for x, y in kept) for name, polygon in zones.items()}
-    assert list(result["zones"]) == list(zones), "in the order given"
-    assert min(result["zones"].values()) > 0
+    assert result.count == len(kept) == len(grid) - 37 * 4  # centres x < 300 and y < 30
+    assert sorted(map(tuple, result.points.tolist())) == sorted(kept)
+    assert len(result.scores) == result.count
+    assert result.zones == {name: sum(crossings(x, y, polygon) for x, y in kept) for name, polygon in zones.items()}
+    assert list(result.zones) == list(zones), "in the order given"
+    assert min(result.zones.values()) > 0
     plain = counter.predict(torch.rand(3, 200, 300))
-    assert "zones" not in plain and plain["count"] == len(grid)
+    assert plain.zones == {} and plain.count == len(grid) and (plain.height, plain.width) == (200, 300)
 
 
 def write_json(path, content):

@@ -161,7 +161,9 @@ def write_folder(folder: Path, sources: list, count: int, size: tuple) -> None:
 
 
 def bench_folder(args, device: torch.device) -> None:
-    import run_test
+    from inference.job import CountingOptions
+    from inference.pictures import count_images
+    from inference.sinks import OutputFolder
 
     network, _ = load_network(args.weight_path)
     sources = [Path(args.image)] + sorted(Path(args.image).parent.glob("*.jpg"))
@@ -172,7 +174,9 @@ def bench_folder(args, device: torch.device) -> None:
             counter = Counter(network, device=device, amp=amp)
             for workers in (0, 2):
                 with contextlib.redirect_stdout(io.StringIO()):
-                    seconds = timed(lambda: run_test.count_images(counter, Path(folder), num_workers=workers), device)
+                    seconds = timed(lambda: count_images(counter, Path(folder), CountingOptions(),
+                                                         OutputFolder(None, CountingOptions()), num_workers=workers),
+                                    device)
                 rows.append(["fast" if amp else "exact", workers, f"{args.folder_images / seconds:.2f}",
                              f"{1000 * seconds / args.folder_images:.0f}"])
     print_table(f"folder: {args.folder_images} JPEGs of 1024x768 counted as run_test.py --input counts them "
