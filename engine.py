@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from util.distributed import all_gather_objects, mean_across_ranks
 from crowd_datasets.metrics import CountingMetrics
+from inference.sinks.predictions import EvaluatedPicture
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,24 +72,28 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch: int
     return {name: value / steps for name, value in sums.items()}
 
 
-def evaluate(counter, data_loader, sigmas=(4, 8), progress: bool = True) -> dict:
+def evaluate(counter, data_loader, sigmas=(4, 8), progress: bool = True, sinks: tuple = ()) -> dict:
     """Count every image of ``data_loader`` (batches from ``util.script.collate_images``) with ``counter``
-    (a ``models.Counter``: padding, tiling and threshold as for one's own pictures).
+    (a ``models.Counter``: padding, tiling and threshold as for one's own pictures), and hand each to the
+    ``sinks`` (``inference.sinks``, as an ``EvaluatedPicture``).
 
     Each image is run alone, so results do not depend on the loader's batch size. Under
     torch.distributed each rank counts its share and the records are gathered, so every rank returns
     the single-process numbers (the caller builds every rank's counter from the same weights). Returns
     ``CountingMetrics.summary()`` (``images``, ``mae``, ``mse`` = root mean squared error, ``game0..3``,
-    precision/recall/F1 per sigma in pixels) plus ``records``: one dict per image.
+    precision/recall/F1 per sigma in pixels, P2PNet's ``nap``) plus ``records``: one dict per image.
     """
     metrics = CountingMetrics(sigmas)
     bar = tqdm(total=len(data_loader.sampler), desc="evaluating", unit="img", disable=not progress or None,
                leave=False)
     for images, targets in data_loader:
         for image, target in zip(images, targets):
-            points = counter.predict(image).points
-            height, width = image.shape[-2:]
-            metrics.update(target["image_id"], points, target["points"].numpy(), height, width)
+            result = counter.predict(image)
+            truth = target["points"].numpy()
+            metrics.update(target["image_id"], result.points, truth, result.height, result.width,
+                           pred_scores=result.scores)
+            for sink in sinks:
+                sink.add(EvaluatedPicture(stem=target["image_id"], result=result, truth=truth))
             bar.update(1)
     bar.close()
     gathered = all_gather_objects(metrics.records)

@@ -6,7 +6,7 @@ the parsed arguments into the explicit values the builders take (``dataset_optio
 import argparse
 
 from crowd_datasets.decoding_limit import MAX_DECODED_PIXELS
-from crowd_datasets.registry import DATASETS
+from crowd_datasets.registry import ALIASES, DATASETS, canonical_name
 from inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE, check_tile_size
 from inference.job import CountingOptions
 from inference.zones import read_polygons
@@ -74,8 +74,10 @@ def counter_options(args) -> dict:
 def add_data_arguments(parser, purpose: str):
     """The dataset flags; ``purpose`` completes "dataset to ..." in the help."""
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset_file", default=None, choices=list(DATASETS), metavar="NAME",
-                       help=f"dataset to {purpose}: " + ", ".join(DATASETS))
+    group.add_argument("--dataset_file", default=None, type=canonical_name, choices=list(DATASETS), metavar="NAME",
+                       help=f"dataset to {purpose}: " + ", ".join(DATASETS) + " (also "
+                            + ", ".join(f"{alias} for {name}" for alias, name in ALIASES.items())
+                            + ", as the released checkpoints spell them)")
     group.add_argument("--data_root", default=".",
                        help="folder holding datasets/<Name>/... images and (for upstream's lists) "
                             "crowd_datasets/<Name>/... list and annotation files")

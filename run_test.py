@@ -5,6 +5,7 @@ dataset's test split.
     python run_test.py --weight_path weights/Hazy_JHU_best.pth --input street.mp4 --output_dir out/
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,13 +17,15 @@ from inference import Counter
 from inference.inputs import video_source
 from inference.outputs import say
 from inference.pictures import count_images
+from inference.job import CountingOptions
 from inference.sinks import OutputFolder
+from inference.sinks.predictions import PredictionFiles, write_nwpu_submission
 from inference.video import count_video
 from inference.visualize import plot_counts
 from models.checkpoint import CheckpointError
 from models.releases import RELEASED_CHECKPOINTS
 from util.distributed import DistributedState, cleanup, init_distributed, resolve_device
-from crowd_datasets.metrics import format_summary, write_records_csv
+from crowd_datasets.metrics import format_summary, summary_json, write_records_csv
 from util.script import EXIT_FAILED, EXIT_INTERRUPTED, check_output_dir, configure_malloc, error_line, run_script
 from options import (add_counting_arguments, add_data_arguments, add_input_norm_argument, add_runtime_arguments,
                      counter_options, counting_options, dataset_options)
@@ -56,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg "
                             "(for a video: counts.csv per frame and vis.mp4; a video in a folder writes "
                             "them to <its name>/); "
-                            "with --dataset_file: per-image results (per_image.csv) and counts.png "
+                            "with --dataset_file: per-image results (per_image.csv), counts.png, and each "
+                            "image's predicted and true points (predictions/<stem>.csv, truth/<stem>.csv) "
                             "(nothing is written when omitted)")
     group.add_argument("--save_restored", action="store_true",
                        help="with --input and a checkpoint that carries the restoration module: also write "
@@ -64,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--save_points_json", action="store_true",
                        help="with --input pictures and --output_dir: also write points/<stem>.json (the count, "
                             "each zone's, the size and the points, as serve.py's /api/count answers)")
+    group = parser.add_argument_group("dataset evaluation (with --dataset_file)")
+    group.add_argument("--match_radius", type=positive_float, nargs="+", default=[4.0, 8.0], metavar="PX",
+                       help="distances in pixels within which a predicted point matches a true one, for "
+                            "precision, recall and F1 (one line each)")
+    group.add_argument("--metrics_json", default=None, metavar="FILE",
+                       help="also write every metric (mae, mse, nap, f1_s4, ...) to this JSON file")
+    group.add_argument("--nwpu_submission", action="store_true",
+                       help="with --output_dir: also write nwpu_counting.txt and nwpu_localization.txt, the "
+                            "result files NWPU-Crowd's benchmark takes, from the predictions")
     group = parser.add_argument_group("areas of the picture (with --input)")
     group.add_argument("--zones", default=None, metavar="FILE",
                        help="JSON of named polygons in pixels ({\"gate\": [[x, y], [x, y], [x, y], ...], ...}) or a "
@@ -83,22 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_dataset(counter: Counter, args, output_dir: Path = None, state: DistributedState = DistributedState()):
-    """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last.
+    """Evaluate the test split of ``args.dataset_file``; print the metrics, ``mae: … mse: …`` last. With
+    ``output_dir`` keep each image's predicted and true points (``inference.sinks.predictions``).
     Under ``torchrun`` each process evaluates its share and the first prints the metrics of all."""
     dataset = build_dataset(args.dataset_file, "test", **dataset_options(args, "test"))
     sampler = DistributedSampler(dataset, num_replicas=state.world_size, rank=state.rank, shuffle=False)
     loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=args.num_workers,
                         collate_fn=collate_images, worker_init_fn=quiet_loader_worker)
-    summary = evaluate(counter, loader, progress=state.is_main)
+    kept = (PredictionFiles(output_dir, CountingOptions()),) if output_dir is not None else ()
+    summary = evaluate(counter, loader, sigmas=tuple(args.match_radius), progress=state.is_main, sinks=kept)
     if not state.is_main:
         return 0
     if output_dir is not None:
         write_records_csv(summary["records"], output_dir / "per_image.csv")
         plot_counts(summary["records"], output_dir / "counts.png", title_prefix=f"{args.dataset_file}: ")
+        submission = write_nwpu_submission(output_dir) if args.nwpu_submission else []
         say(f"wrote {output_dir / 'per_image.csv'} and {output_dir / 'counts.png'}")
+        say("wrote " + ", ".join([*kept[0].written(), *map(str, submission)]))
+    if args.metrics_json is not None:
+        write_metrics_json(summary, Path(args.metrics_json))
     for line in format_summary(summary):
         say(line)
     return 0
+
+
+def write_metrics_json(summary: dict, path: Path) -> None:
+    """Every metric of ``summary`` as one JSON object at ``path`` (written whole, then moved into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(summary_json(summary), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    partial.replace(path)
 
 
 def check_combinations(parser, args, video) -> None:
@@ -114,6 +141,10 @@ def check_combinations(parser, args, video) -> None:
         parser.error("--save_points_json is for your own pictures (--input)")
     if args.save_density and not args.output_dir:
         parser.error("--save_density writes density maps: give --output_dir")
+    if args.dataset_file is None and (args.metrics_json or args.nwpu_submission):
+        parser.error("--metrics_json and --nwpu_submission are for a dataset's test split (--dataset_file)")
+    if args.nwpu_submission and not args.output_dir:
+        parser.error("--nwpu_submission writes the result files into --output_dir: give it")
     if args.save_points_json and not args.output_dir:
         parser.error("--save_points_json writes points/<stem>.json files: give --output_dir")
 
@@ -129,7 +160,7 @@ def main(argv=None) -> int:
     check_combinations(parser, args, video)
     try:
         if args.output_dir:
-            check_output_dir(Path(args.output_dir), OutputFolder.folders())
+            check_output_dir(Path(args.output_dir), OutputFolder.folders() + PredictionFiles.folders)
         options = counting_options(args)
         state = init_distributed(resolve_device(args.device))
         counter = Counter.from_checkpoint(args.weight_path, device=state.device, **counter_options(args),
