@@ -1,0 +1,1 @@
+"""Watching places: cameras counted around the clock, their history and alerts."""
