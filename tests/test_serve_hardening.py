@@ -5,6 +5,7 @@ Every attack is bounded in count and time and stops by itself."""
 import json
 import signal
 import socket
+import statistics
 import threading
 import time
 
@@ -233,26 +234,26 @@ def test_video_jobs_are_bounded_in_number_length_and_lifetime(counting_model, tm
         assert service.stop() == 0
 
 
+def seconds_to_count(service, picture: bytes) -> float:
+    started = time.monotonic()
+    assert service.upload("/api/count", picture)[0] == 200
+    return time.monotonic() - started
+
+
 @pytest.mark.slow
 def test_pictures_take_turns_with_the_frames_of_many_videos(counting_model, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", 40, size=(640, 480))
     picture = cv2.imencode(".jpg", make_scene(np.random.default_rng(3), (640, 480)).image)[1].tobytes()
     service = Service(["--weight_path", str(counting_model), "--max_videos", "6"])
     try:
-        alone = []
-        for _ in range(3):
-            started = time.monotonic()
-            assert service.upload("/api/count", picture)[0] == 200
-            alone.append(time.monotonic() - started)
+        alone = [seconds_to_count(service, picture) for _ in range(5)]
         jobs = [service.upload("/api/videos", clip, "clip.mp4")[2] for _ in range(6)]
         service.wait_until(lambda health: health["busy"])
-        beside = []
-        for _ in range(3):
-            started = time.monotonic()
-            assert service.upload("/api/count", picture)[0] == 200
-            beside.append(time.monotonic() - started)
-        # In turns, a picture waits for at most the frame on the network; in one line, for six.
-        assert max(beside) < 3 * min(alone), (alone, beside)
+        beside = [seconds_to_count(service, picture) for _ in range(5)]
+        # Frames are as large as the picture. In turns, a picture waits for at most the frame on the network:
+        # twice its own time in all. In one line behind six videos' frames it would take seven times as long.
+        # The bound sits between the two, with room for a machine busy with other work; medians, for the same.
+        assert statistics.median(beside) < 4.5 * statistics.median(alone), (alone, beside)
         for job in jobs:
             service.request("DELETE", f"/api/videos/{job['id']}")
     finally:

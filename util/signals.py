@@ -5,6 +5,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import threading
 import traceback
 
@@ -59,18 +60,31 @@ def quiet_loader_worker(worker_id: int) -> None:
 
 
 def quiet_resource_sharer() -> None:
-    """Drop the tracebacks of broken connections inside ``multiprocessing.resource_sharer`` in this process
-    (``report_unless_main_process_left``): the other side of a tensor's hand-over stopped midway, which the
-    script itself reports. Installed once per process, in loader workers and in the main process alike."""
+    """Drop the tracebacks of broken connections inside ``multiprocessing.resource_sharer`` in this process:
+    the other side of a tensor's hand-over stopped midway, which the script itself reports. Its serving
+    thread reports errors through ``sys.excepthook`` (not ``threading.excepthook``), so both are filtered.
+    Installed once per process, in loader workers and in the main process alike."""
+    if getattr(sys.excepthook, "func", None) is not report_unless_hand_over_broke:
+        sys.excepthook = functools.partial(report_unless_hand_over_broke, sys.excepthook)
     if getattr(threading.excepthook, "func", None) is not report_unless_main_process_left:
         threading.excepthook = functools.partial(report_unless_main_process_left, threading.excepthook)
+
+
+def broken_hand_over(exc_type, exc_traceback) -> bool:
+    """Whether an exception is a broken connection raised inside ``multiprocessing.resource_sharer``."""
+    return issubclass(exc_type, (ConnectionError, EOFError)) and any(
+        frame.f_code.co_filename.endswith(os.path.join("multiprocessing", "resource_sharer.py"))
+        for frame, _ in traceback.walk_tb(exc_traceback))
+
+
+def report_unless_hand_over_broke(report, exc_type, exc_value, exc_traceback) -> None:
+    """``sys.excepthook`` that passes everything to ``report`` but a broken tensor hand-over."""
+    if not broken_hand_over(exc_type, exc_traceback):
+        report(exc_type, exc_value, exc_traceback)
 
 
 def report_unless_main_process_left(report, args) -> None:
     """Pass ``args`` (of ``threading.excepthook``) to ``report``, unless it is a broken connection inside
     ``multiprocessing.resource_sharer``: the main process went away mid-transfer."""
-    lost = issubclass(args.exc_type, (ConnectionError, EOFError)) and any(
-        frame.f_code.co_filename.endswith(os.path.join("multiprocessing", "resource_sharer.py"))
-        for frame, _ in traceback.walk_tb(args.exc_traceback))
-    if not lost:
+    if not broken_hand_over(args.exc_type, args.exc_traceback):
         report(args)
