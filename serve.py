@@ -52,6 +52,18 @@ def build_parser():
     group.add_argument("--max_queue", type=at_least(1), default=16,
                        help="requests that may wait for the network; beyond that they are answered 503 with "
                             "Retry-After")
+    cameras = parser.add_argument_group("cameras (docs/serving.md, \"Watching cameras\")")
+    cameras.add_argument("--site", default=None, metavar="FILE",
+                         help="a site file (TOML) of cameras to count around the clock, each every every_s "
+                              "seconds, per zone, with history and alerts")
+    cameras.add_argument("--database", default=None, metavar="URL",
+                         help="with --site: where the history is kept: a SQLite file, or postgresql://user@host/db "
+                              "to share one history between several servers (default: <site>.history.db "
+                              "beside the site file)")
+    cameras.add_argument("--webhook", default=None, metavar="URL",
+                         help="with --site: POST each alert raised or cleared as JSON to this URL")
+    cameras.add_argument("--keep_days", type=positive_float, default=None, metavar="N",
+                         help="with --site: delete history older than N days (default: keep everything)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--client_timeout_s", type=positive_float, default=15.0,
                         help="seconds a client may take to send a request's head, or leave its upload without "
@@ -90,10 +102,15 @@ def service_settings(args, token: str | None, port: int):
     from serving.guards import allowed_hosts
     from serving.videos import VideoLimits
 
+    from watching.site import read_site
+
     videos = VideoLimits(active=args.max_videos, max_seconds=args.max_video_s, ttl_s=args.job_ttl_s)
+    site = read_site(args.site) if args.site else None
+    database = args.database or (str(Path(args.site).with_suffix(".history.db")) if args.site else None)
     return ServiceSettings(name=args.weight_path, token=token, max_upload_mb=args.max_upload_mb,
                            max_queue=args.max_queue, allowed_hosts=allowed_hosts(args.host, port, args.allowed_hosts),
-                           client_timeout_s=args.client_timeout_s, videos=videos)
+                           client_timeout_s=args.client_timeout_s, videos=videos, site=site, database=database,
+                           webhook=args.webhook, keep_days=args.keep_days)
 
 
 def raise_open_file_limit(connections: int) -> None:
@@ -137,6 +154,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     token = read_token(args, parser)
+    if args.site is None and (args.database or args.webhook or args.keep_days):
+        parser.error("--database, --webhook and --keep_days are for the cameras of a site file: give --site")
     if not is_loopback(args.host) and token is None and not args.no_auth:
         parser.error(f"--host {args.host} serves beyond this machine: give --token SECRET (clients then send "
                      "'Authorization: Bearer SECRET'), or --no_auth to let anyone who reaches it count")
@@ -151,8 +170,9 @@ def main(argv=None) -> int:
         raise_open_file_limit(args.max_connections)
         server_socket = listen(args.host, args.port)
         stop_on_sigterm()
-        counter = Counter.from_checkpoint(args.weight_path, device=resolve_device(args.device), **counter_options(args))
+        # The site file first: a mistake in it is found before the checkpoint takes its seconds to load.
         settings = service_settings(args, token, server_socket.getsockname()[1])
+        counter = Counter.from_checkpoint(args.weight_path, device=resolve_device(args.device), **counter_options(args))
         app = create_app(counter, settings, on_ready=lambda: announce(args, token, counter, server_socket))
     except (OSError, ValueError, CheckpointError, RuntimeError) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)

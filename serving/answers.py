@@ -59,9 +59,17 @@ def density_answer(points: np.ndarray, height: int, width: int) -> DensityLayer:
 def answer_fields(answer: BaseModel) -> dict:
     """The fields an answer was built with, in its model's order (those left out stay out), nested answers
     likewise: the dict ``json_bytes`` encodes."""
-    return {name: answer_fields(value) if isinstance(value, BaseModel) else value
-            for name in type(answer).model_fields if name in answer.model_fields_set
-            for value in (getattr(answer, name),)}
+    return {name: plain_value(getattr(answer, name)) for name in type(answer).model_fields
+            if name in answer.model_fields_set}
+
+
+def plain_value(value):
+    """A field's value for ``json_bytes``: answers (also in lists) as their fields, the rest as it is."""
+    if isinstance(value, BaseModel):
+        return answer_fields(value)
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        return [answer_fields(item) for item in value]
+    return value
 
 
 def json_bytes(answer: BaseModel | dict) -> bytes:

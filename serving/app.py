@@ -15,7 +15,7 @@ from inference import Counter
 
 from . import api_docs
 from .guards import RequestGuard, SecurityHeaders
-from .routes import pictures, site, videos
+from .routes import cameras, pictures, site, videos
 from .state import ServiceSettings, ServiceState
 from .uploads import ApiError, UploadLimit
 
@@ -33,14 +33,16 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
                        budget_bytes=settings.upload_budget_bytes, client_timeout_s=settings.client_timeout_s)
     add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=site.STATIC), name="static")
-    for router in (site.router, pictures.router, videos.router):
+    for router in (site.router, pictures.router, videos.router, cameras.router):
         app.include_router(router)
     return SecurityHeaders(RequestGuard(app, settings.allowed_hosts))
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI, on_ready=None):
-    """The server's life: ``on_ready()`` once it is up; at its stop, the video jobs and the queues."""
+    """The server's life: the cameras start, ``on_ready()`` once it is up; at its stop, the cameras, the video
+    jobs and the queues."""
+    app.state.service.start()
     if on_ready is not None:
         on_ready()
     yield

@@ -228,6 +228,76 @@ class HealthAnswer(BaseModel):
     auth: bool = Field(description="whether the API needs the token")
 
 
+class CameraAnswer(BaseModel):
+    """A camera of the site file, as ``GET /api/cameras`` lists it."""
+
+    model_config = examples({"name": "north", "state": "live", "since": "2026-12-07T18:00:02.113Z",
+                             "reason": "", "last_counted": "2026-12-07T21:14:05.020Z", "count": 87,
+                             "zones": {"gate": 31}, "every_s": 5.0, "interval_s": 5.1, "frames_counted": 2291})
+
+    name: str = Field(description="the camera's name in the site file")
+    state: str = Field(description="live, reconnecting (also while first connecting) or failed")
+    since: str = Field(description="when it entered that state, ISO 8601 UTC")
+    reason: str = Field(description="why it is reconnecting or failed; empty while live")
+    last_counted: str | None = Field(description="when its newest counted frame arrived, ISO 8601 UTC; null before")
+    count: int | None = Field(description="people in the newest counted frame; null before the first")
+    zones: dict[str, int] = Field(description="each zone's count in that frame (after the exclusions)")
+    every_s: float = Field(description="how often it should be counted (site file), seconds")
+    interval_s: float | None = Field(description="how often it was counted lately (a moving average), seconds: "
+                                                 "above every_s when the machine cannot keep up")
+    frames_counted: int = Field(description="frames counted since the server started")
+
+
+class CameraDetail(CameraAnswer):
+    """``GET /api/cameras/{name}``: the camera and its newest counted frame."""
+
+    model_config = examples({**CameraAnswer.model_config["json_schema_extra"]["examples"][0], "width": 1280,
+                             "height": 720, "points": [[412.5, 233.1, 0.93]], "points_truncated": False,
+                             "polygons": {"gate": [[0, 0], [400, 0], [400, 300]]}, "exclusions": {},
+                             "frame": "/api/cameras/north/frame.jpg"})
+
+    width: int | None = Field(description="the counted frame's width in pixels")
+    height: int | None = Field(description="the counted frame's height in pixels")
+    points: list[list[float]] = Field(description=POINTS_HELP)
+    points_truncated: bool = Field(description="true when there were more points than points lists")
+    polygons: dict[str, list[list[float]]] = Field(description="the camera's zones, in pixels of the frame")
+    exclusions: dict[str, list[list[float]]] = Field(description="the camera's exclusions, in pixels")
+    frame: str | None = Field(description="where the counted frame is, as a JPEG; null before the first")
+
+
+class HistoryRow(BaseModel):
+    """One stored count, or the mean of a bucket of them."""
+
+    time: str = Field(description="ISO 8601 UTC: the count's time, or the start of its bucket")
+    count: float = Field(description="people counted (a bucket's mean)")
+    zones: dict[str, float] = Field(description="each zone's count (a bucket's mean)")
+
+
+class HistoryAnswer(BaseModel):
+    """``GET /api/cameras/{name}/history``."""
+
+    model_config = examples({"camera": "north", "every_s": 60, "rows": [
+        {"time": "2026-12-07T18:00:00.000Z", "count": 41.5, "zones": {"gate": 12.25}}]})
+
+    camera: str = Field(description="the camera's name")
+    every_s: float | None = Field(description="the width of the buckets rows are means of; null: every count")
+    rows: list[HistoryRow] = Field(description="the counts in time order")
+
+
+class AlertAnswer(BaseModel):
+    """An alert, as ``GET /api/alerts`` lists it (newest first)."""
+
+    model_config = examples({"camera": "north", "zone": "gate", "above": 50, "raised": "2026-12-07T20:01:10.000Z",
+                             "cleared": None, "peak": 64})
+
+    camera: str = Field(description="the camera's name")
+    zone: str = Field(description="the zone, or total for the whole view")
+    above: float = Field(description="the count it stayed above (site file)")
+    raised: str = Field(description="when it was raised, ISO 8601 UTC")
+    cleared: str | None = Field(description="when it cleared, ISO 8601 UTC; null while it lasts")
+    peak: float = Field(description="the highest count while it lasted")
+
+
 class ErrorAnswer(BaseModel):
     """Every refusal's answer, with a 4xx status (5xx for a failure of the server)."""
 

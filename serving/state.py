@@ -11,8 +11,13 @@ from fastapi import Depends, Request
 
 from inference import Counter
 
+from watching.history import open_history
+from watching.site import Site
+
+from .metrics import ServiceMetrics
 from .uploads import ApiError
 from .videos import VideoJobs, VideoLimits
+from .watch import Watcher
 from .work import QueueFull, WorkQueue
 
 
@@ -21,8 +26,9 @@ class ServiceSettings:
     """What ``serve.py`` decides about the service: the checkpoint's ``name`` as given, the bearer ``token``
     (``None``: none needed), the upload limit in MB, how many requests may wait for the network (and, as
     many, for the CPU's other work), the ``Host`` values answered (``guards.allowed_hosts``; ``None``:
-    any), the seconds a client may leave a request's head or body without progress, and the video jobs'
-    limits."""
+    any), the seconds a client may leave a request's head or body without progress, the video jobs'
+    limits, and the cameras to watch: the ``site`` file's, their history's ``database`` (a SQLite file or a
+    PostgreSQL URL), the ``webhook`` URL alerts are sent to, and the days of history kept (``None``: all)."""
 
     name: str
     token: str = None
@@ -31,6 +37,10 @@ class ServiceSettings:
     allowed_hosts: frozenset = None
     client_timeout_s: float = 15.0
     videos: VideoLimits = field(default_factory=VideoLimits)
+    site: Site = None
+    database: str = None
+    webhook: str = None
+    keep_days: float = None
 
     @property
     def shown_name(self) -> str:
@@ -61,16 +71,30 @@ class Statistics:
 
 class ServiceState:
     """Everything the routes share: ``counter`` (loaded once; it runs one picture or frame at a time) and
-    ``settings``; ``network``, the queue of pictures and video frames for the counter, in two lanes taken
-    in turns; ``cpu``, the queue of the other CPU-heavy steps (recounts, density layers, long answers), off
-    the event loop and bounded as the network; the ``videos`` jobs; and the ``statistics``."""
+    ``settings``; ``network``, the queue of pictures, video frames and camera frames for the counter, in
+    three lanes taken in turns; ``cpu``, the queue of the other CPU-heavy steps (recounts, density layers,
+    long answers, history queries), off the event loop and bounded as the network; the ``videos`` jobs; the
+    ``statistics``; with a site file the ``history`` (opened here, so that a bad database stops the start)
+    and, once started, the ``watcher`` of its cameras; and the ``metrics``."""
 
     def __init__(self, counter: Counter, settings: ServiceSettings):
         self.counter, self.settings = counter, settings
-        self.network = WorkQueue(settings.max_queue, lanes=("pictures", "frames"), name="network")
+        self.network = WorkQueue(settings.max_queue, lanes=("pictures", "frames", "cameras"), name="network")
         self.cpu = WorkQueue(settings.max_queue, name="cpu work")
         self.videos = VideoJobs(counter, self.network, settings.videos)
         self.statistics = Statistics()
+        self.history = open_history(settings.database) if settings.site is not None else None
+        self.watcher = None
+        self.metrics = ServiceMetrics(self)
+
+    def start(self) -> None:
+        """Start watching the site's cameras (on the running event loop)."""
+        if self.settings.site is None:
+            return
+        self.watcher = Watcher(self.settings.site, counter=self.counter, network=self.network, history=self.history,
+                               checkpoint=self.settings.shown_name, webhook_url=self.settings.webhook,
+                               keep_days=self.settings.keep_days, on_count=self.metrics.observe)
+        self.watcher.start()
 
     def busy(self, queue: WorkQueue, lane: str) -> ApiError:
         """The 503 of a full ``lane``, whose ``Retry-After`` (seconds) guesses when its turn would come."""
@@ -93,10 +117,14 @@ class ServiceState:
             raise self.busy(queue, lane) from None
 
     async def close(self) -> None:
-        """Stop the video jobs (their files removed), then the queues' workers."""
+        """Stop the cameras and the video jobs (their files removed), then the queues' workers and the history."""
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.videos.close()
         self.network.close()
         self.cpu.close()
+        if self.history is not None:
+            self.history.close()
 
 
 async def service_state(request: Request) -> ServiceState:

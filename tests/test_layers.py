@@ -1,15 +1,18 @@
 """The layers point one way: ``util/`` is plumbing and imports no domain package, ``models/`` does not import
-``inference/``, and nothing below the scripts imports them or the service."""
+``inference/``, ``watching/`` (cameras, history, alerts) sits on ``inference/``, and nothing below the
+scripts imports them or the service."""
 import ast
 
 import pytest
 
 from helpers import ROOT
 
-DOMAIN = {"crowd_datasets", "models", "inference", "serving", "engine", "options", "train", "run_test", "serve"}
+DOMAIN = {"crowd_datasets", "models", "inference", "watching", "serving", "engine", "options", "train", "run_test",
+          "serve"}
 FORBIDDEN = {"util": DOMAIN, "models": DOMAIN - {"models", "crowd_datasets"},
              "crowd_datasets": DOMAIN - {"crowd_datasets"}, "inference": DOMAIN - {"inference", "crowd_datasets",
-                                                                                   "models"}}
+                                                                                   "models"},
+             "watching": DOMAIN - {"watching", "inference", "crowd_datasets", "models"}}
 
 # ``from models import Counter`` keeps working for code written for the earlier layout: a lazy import at
 # attribute access, after both packages have loaded.

@@ -281,7 +281,10 @@ def test_the_page_and_docs_are_served_from_here_and_document_every_route(service
     routes = {(path, method) for path, methods in schema["paths"].items() for method in methods}
     assert routes == {("/api/health", "get"), ("/api/count", "post"), ("/api/recount", "post"),
                       ("/api/videos", "post"), ("/api/videos/{job_id}", "get"), ("/api/videos/{job_id}", "delete"),
-                      ("/api/videos/{job_id}/counts.csv", "get")}
+                      ("/api/videos/{job_id}/counts.csv", "get"), ("/api/cameras", "get"),
+                      ("/api/cameras/{name}", "get"), ("/api/cameras/{name}/frame.jpg", "get"),
+                      ("/api/cameras/{name}/history", "get"),
+                      ("/api/alerts", "get"), ("/metrics", "get")}
     for path, _ in routes:
         assert path.encode() in docs
     for field in (b"threshold", b"zones", b"exclude", b"frame_stride", b"Retry-After"):
