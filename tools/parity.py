@@ -7,6 +7,7 @@ and point deviation and whether every decisive anchor (reference person score fa
 
     python tools/parity.py [--reference DIR] [--images DIR]   # default: reference/ and real_samples/ of
                                                               # $DEHAZE_P2PNET_FIXTURES or ../shared
+    python tools/parity.py --reference DIR --images DIR   # fixtures made by tools/make_reference.py
     python tools/parity.py --weight_path reference.onnx   # the reference checkpoint exported to ONNX
 """
 import argparse
@@ -23,6 +24,13 @@ from inference import Counter  # noqa: E402
 from inference.parity import (FIXTURES_HINT, LOGIT_TOLERANCE, POINT_TOLERANCE_PX, compare_outputs,  # noqa: E402
                               fixtures_dir, within_parity)
 from util.script import EXIT_FAILED  # noqa: E402
+
+
+def image_path(image_dir: Path, name: str) -> Path:
+    """The reference image ``name``: ``name.jpg`` as in the shared fixtures, else the file ``name.*`` (pictures
+    that tools/make_reference.py was given keep their own suffix)."""
+    jpg = image_dir / f"{name}.jpg"
+    return jpg if jpg.exists() else next((path for path in sorted(image_dir.iterdir()) if path.stem == name), jpg)
 
 
 def main(argv=None) -> int:
@@ -51,9 +59,10 @@ def main(argv=None) -> int:
     ok = True
     for name in sorted(counts):
         reference = np.load(reference_dir / f"{name}_reference_outputs.npz")
-        row = compare_outputs(counter.outputs(image_dir / f"{name}.jpg"), reference, counter.threshold)
+        image = image_path(image_dir, name)
+        row = compare_outputs(counter.outputs(image), reference, counter.threshold)
         ok &= within_parity(row)
-        print(f"{name}.jpg: {row['anchors']} anchors, max |logit diff| {row['max_logit_diff']:.2e}, "
+        print(f"{image.name}: {row['anchors']} anchors, max |logit diff| {row['max_logit_diff']:.2e}, "
               f"max |point diff| {row['max_point_diff']:.2e} px, decisive anchors {row['decisive_anchors']} "
               f"({row['decisive_disagreements']} disagree), count {row['count']} vs upstream "
               f"{counts[name]['pred_count_at_0.5']} ({row['anchors_in_band']} anchors within the band)")
