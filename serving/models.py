@@ -298,6 +298,19 @@ class AlertAnswer(BaseModel):
     peak: float = Field(description="the highest count while it lasted")
 
 
+class HistoryQuery(BaseModel):
+    """``GET /api/cameras/{name}/history``'s query parameters."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: str = Field(None, alias="from", description="ISO 8601 (a time without a zone is UTC); default 6 hours "
+                                                        "before to")
+    end: str = Field(None, alias="to", description="ISO 8601; default now")
+    every: float = Field(None, description="the width of the buckets rows are means of, seconds (default: every "
+                                           "count, or buckets of their own for long ranges)")
+    format: str = Field("json", description="json or csv")
+
+
 class ErrorAnswer(BaseModel):
     """Every refusal's answer, with a 4xx status (5xx for a failure of the server)."""
 

@@ -91,9 +91,8 @@ class ServiceState:
         """Start watching the site's cameras (on the running event loop)."""
         if self.settings.site is None:
             return
-        self.watcher = Watcher(self.settings.site, counter=self.counter, network=self.network, history=self.history,
-                               checkpoint=self.settings.shown_name, webhook_url=self.settings.webhook,
-                               keep_days=self.settings.keep_days, on_count=self.metrics.observe)
+        self.watcher = Watcher(self.settings, counter=self.counter, network=self.network, history=self.history,
+                               on_count=self.metrics.observe)
         self.watcher.start()
 
     def busy(self, queue: WorkQueue, lane: str) -> ApiError:

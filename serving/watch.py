@@ -14,7 +14,7 @@ from inference import Counter, CountingOptions, CountResult
 from watching.alerts import AlertWatch, Webhook
 from watching.camera import FAILED, LIVE, CameraReader
 from watching.history import History
-from watching.site import CameraSpec, Site
+from watching.site import CameraSpec
 
 from .work import WorkQueue
 
@@ -55,22 +55,23 @@ class CameraView:
 
 
 class Watcher:
-    """Every camera of ``site``, counted by ``counter`` on the ``network`` queue (lane ``cameras``), each count
-    stored in ``history`` under the checkpoint's name ``checkpoint`` and fed to the camera's alerts
-    (``watching.alerts``; sent to ``webhook_url`` too when given). History older than ``keep_days`` is
-    pruned at the start and every hour. ``on_count(view, seconds)`` is told of every count (metrics)."""
+    """Every camera of ``settings.site`` (``settings``: the ``ServiceSettings``), counted by ``counter`` on the
+    ``network`` queue (lane ``cameras``), each count stored in ``history`` under the checkpoint's shown
+    name and fed to the camera's alerts (``watching.alerts``; sent to ``settings.webhook`` too when given).
+    History older than ``settings.keep_days`` is pruned at the start and every hour. ``on_count(view,
+    seconds)`` is told of every count (metrics)."""
 
-    def __init__(self, site: Site, counter: Counter, network: WorkQueue, history: History, checkpoint: str,
-                 webhook_url: str = None, keep_days: float = None, on_count=None):
-        self.counter, self.network, self.history, self.checkpoint = counter, network, history, checkpoint
-        self.keep_days, self.on_count = keep_days, on_count
-        self.webhook = Webhook(webhook_url) if webhook_url else None
-        self.alerts = {spec.name: AlertWatch(spec, history=history, webhook=self.webhook) for spec in site.cameras}
+    def __init__(self, settings, counter: Counter, network: WorkQueue, history: History, on_count=None):
+        self.counter, self.network, self.history, self.checkpoint = counter, network, history, settings.shown_name
+        self.keep_days, self.on_count = settings.keep_days, on_count
+        self.webhook = Webhook(settings.webhook) if settings.webhook else None
+        cameras = settings.site.cameras
+        self.alerts = {spec.name: AlertWatch(spec, history=history, webhook=self.webhook) for spec in cameras}
         self.views = {spec.name: CameraView(spec=spec, reader=CameraReader(spec.source, name=spec.name,
                                                                             max_pixels=counter.max_pixels),
                                             options=CountingOptions(threshold=counter.threshold, zones=spec.zones,
                                                                     exclusions=spec.exclusions))
-                      for spec in site.cameras}
+                      for spec in cameras}
         self.tasks = []
 
     def active_alerts(self, camera: str) -> dict:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from watching.history import history_csv, iso
 
 from ..answers import answer_fields, json_bytes, json_text, point_fields
-from ..models import AlertAnswer, CameraAnswer, CameraDetail, HistoryAnswer, HistoryRow, documented
+from ..models import AlertAnswer, CameraAnswer, CameraDetail, HistoryAnswer, HistoryQuery, HistoryRow, documented
 from ..state import Service, ServiceState, authorised
 from ..uploads import ApiError, shown_name
 
@@ -58,25 +58,22 @@ async def camera_frame(name: str, request: Request, state: Service):
 
 @router.get("/api/cameras/{name}/history", summary="What a camera counted over a time range",
             responses={200: documented(HistoryAnswer)})
-async def camera_history(name: str, request: Request, state: Service,
-                         start: Annotated[str, Query(alias="from", description="ISO 8601; default 6 hours ago")] = None,
-                         end: Annotated[str, Query(alias="to", description="ISO 8601; default now")] = None,
-                         every: Annotated[float, Query(description="bucket width, seconds")] = None,
-                         format: Annotated[str, Query(description="json or csv")] = "json"):
+async def camera_history(name: str, request: Request, state: Service, query: Annotated[HistoryQuery, Query()]):
     """The stored counts of ``from`` (ISO 8601; default 6 hours ago) to ``to`` (default now), in time order;
     with ``every`` (seconds), the means of buckets that wide; long ranges are put into buckets on their own
     (``every_s`` says how wide). ``format=csv`` gives ``time,count,<zone>...`` instead."""
     view = find_camera(state, name)
-    start, end = history_range(start, end)
-    if format not in ("json", "csv"):
-        raise ApiError(400, f"format: expected json or csv, got {shown_name(format)!r}")
-    if every is not None and not every > 0:
-        raise ApiError(400, f"every: expected a positive number of seconds, got {every:g}")
+    start, end = history_range(query.start, query.end)
+    if query.format not in ("json", "csv"):
+        raise ApiError(400, f"format: expected json or csv, got {shown_name(query.format)!r}")
+    if query.every is not None and not query.every > 0:
+        raise ApiError(400, f"every: expected a positive number of seconds, got {query.every:g}")
     try:
-        page = await state.run(state.cpu, state.history.history_page, name, start, end, every, request=request)
+        page = await state.run(state.cpu, state.history.history_page, name, start, end, query.every,
+                               request=request)
     except ValueError as error:
         raise ApiError(400, str(error)) from None
-    if format == "csv":
+    if query.format == "csv":
         text = history_csv(page.rows, list(view.spec.zones))
         return Response(text, media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}-history.csv"'})
