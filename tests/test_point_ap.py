@@ -255,3 +255,16 @@ def test_summary_json_holds_plain_numbers_only():
     assert plain["nap"] == summary["nap"] and plain["mae"] == summary["mae"] and plain["mse"] == summary["mse"]
     assert {key for key in summary if key != "records"} == set(plain)
     assert json.loads(json.dumps(plain)) == plain
+
+
+def test_a_prediction_exactly_at_the_threshold_distance_is_no_match():
+    # Heads on a line 10 px apart: the first one's 3 nearest are 10, 20 and 30 px away, d_kNN = 20 px, so at
+    # delta = 0.5 its radius is exactly 10 px (all exact in float64). The paper's rule is strictly closer.
+    gt = np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]])
+    knn = knn_distances(gt, lone_distance=100.0)
+    assert knn[0] == 20.0
+    on_the_edge, inside = np.array([[0.0, 10.0]]), np.array([[0.0, 9.999]])
+    # With a wider delta beside it, the pair is a candidate and the rule at 0.5 alone decides.
+    assert match_predictions(on_the_edge, np.array([0.9]), gt, knn=knn, deltas=(0.5, 1.0)).tolist() == [[False, True]]
+    assert match_predictions(on_the_edge, np.array([0.9]), gt, knn=knn, deltas=(0.5,)).tolist() == [[False]]
+    assert match_predictions(inside, np.array([0.9]), gt, knn=knn, deltas=(0.5,)).tolist() == [[True]]
