@@ -5,6 +5,7 @@
 
 The network is loaded once and runs one picture or frame at a time; see docs/serving.md.
 """
+import asyncio
 import os
 import socket
 import sys
@@ -150,6 +151,23 @@ def announce(args, token, counter, server_socket) -> None:
           f"{access}. Ctrl-C stops.", flush=True)
 
 
+def stopping_server(uvicorn, config, on_stop):
+    """uvicorn's server, telling the service (``on_stop``, on the event loop) as soon as a signal asks it to
+    stop: open event streams end then, rather than holding the stop for the grace period."""
+    class StoppingServer(uvicorn.Server):
+        async def serve(self, sockets=None):
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets=sockets)
+
+        def handle_exit(self, sig, frame):
+            # A signal handler interrupts the loop anywhere: the service is told from the loop itself.
+            if getattr(self, "loop", None) is not None:
+                self.loop.call_soon_threadsafe(on_stop)
+            super().handle_exit(sig, frame)
+
+    return StoppingServer(config)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,7 +206,7 @@ def main(argv=None) -> int:
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
                                 limit_concurrency=args.max_connections, timeout_keep_alive=5,
                                 http=head_deadline_protocol(args.client_timeout_s))
-        uvicorn.Server(config).run(sockets=[server_socket])
+        stopping_server(uvicorn, config, on_stop=app.service.begin_stop).run(sockets=[server_socket])
     except (KeyboardInterrupt, Terminated):
         pass
     print("stopped", flush=True)

@@ -15,7 +15,7 @@ from inference import Counter
 
 from . import api_docs
 from .guards import RequestGuard, SecurityHeaders
-from .routes import cameras, pictures, site, videos
+from .routes import cameras, events, pictures, site, videos
 from .state import ServiceSettings, ServiceState
 from .uploads import ApiError, UploadLimit
 
@@ -33,9 +33,12 @@ def create_app(counter: Counter, settings: ServiceSettings, on_ready=None):
                        budget_bytes=settings.upload_budget_bytes, client_timeout_s=settings.client_timeout_s)
     add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=site.STATIC), name="static")
-    for router in (site.router, pictures.router, videos.router, cameras.router):
+    for router in (site.router, pictures.router, videos.router, cameras.router, events.router):
         app.include_router(router)
-    return SecurityHeaders(RequestGuard(app, settings.allowed_hosts))
+    guarded = SecurityHeaders(RequestGuard(app, settings.allowed_hosts))
+    # serve.py tells it when a stop begins (ServiceState.begin_stop), before the server waits for connections.
+    guarded.service = app.state.service
+    return guarded
 
 
 @asynccontextmanager

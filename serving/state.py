@@ -85,6 +85,7 @@ class ServiceState:
         self.statistics = Statistics()
         self.history = open_history(settings.database) if settings.site is not None else None
         self.watcher = None
+        self.events = None  # the page's event streams (routes.events.EventHub), made by the first
         self.metrics = ServiceMetrics(self)
 
     def start(self) -> None:
@@ -114,6 +115,11 @@ class ServiceState:
             return await queue.run(function, *args, lane=lane, disconnected=request.is_disconnected)
         except QueueFull:
             raise self.busy(queue, lane) from None
+
+    def begin_stop(self) -> None:
+        """The server was asked to stop: end the event streams now, so that it need not wait for them."""
+        if self.events is not None:
+            self.events.stop()
 
     async def close(self) -> None:
         """Stop the cameras and the video jobs (their files removed), then the queues' workers and the history."""

@@ -7,17 +7,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import cv2
-import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import counting_checkpoint
+from sites import write_still_site
 from streams import MjpegServer, scene_jpegs
 from tools.service_client import Service
-
-LEFT = {"left": [[0, 0], [160, 0], [160, 240], [0, 240]]}
-
 
 class Receiver(BaseHTTPRequestHandler):
     def do_POST(self):
@@ -41,40 +37,13 @@ def webhook():
 
 @pytest.fixture
 def site(tmp_path):
-    """A site of two cameras showing one still scene each (so that every count of a camera is the same): a
-    looping file with a zone and an alert, and an MJPEG stream."""
+    """A site of two still cameras (``sites.write_still_site``) and the stream of the second; the checkpoint."""
     counting_checkpoint(tmp_path / "model.pth")
-    scene = cv2.imdecode(np.frombuffer(scene_jpegs(1, seed=2)[0], np.uint8), cv2.IMREAD_COLOR)
-    # Motion JPEG: every frame is the same JPEG and decodes to the same pixels (an mp4's predicted frames
-    # differ a little from its key frames, and so would their counts).
-    writer = cv2.VideoWriter(str(tmp_path / "lobby.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (320, 240))
-    for _ in range(10):
-        writer.write(scene)
-    writer.release()
-    (tmp_path / "zones.json").write_text(json.dumps(LEFT))
     stream = MjpegServer(scene_jpegs(1, seed=4), fps=5, lifetime_s=600)
     stream.start()
+    write_still_site(tmp_path, stream.url)
     yield tmp_path, stream
     stream.stop()
-
-
-def write_site(folder, stream_url: str) -> None:
-    (folder / "site.toml").write_text(f'''
-[[camera]]
-name = "lobby"
-source = "lobby.avi"
-every_s = 1
-zones_file = "zones.json"
-[[camera.alert]]
-zone = "left"
-above = 1
-for_s = 1
-
-[[camera]]
-name = "street"
-source = "{stream_url}"
-every_s = 1
-''')
 
 
 def cameras(service) -> dict:
@@ -101,7 +70,6 @@ def metric_values(service) -> dict:
 @pytest.mark.slow
 def test_cameras_are_counted_stored_alerted_and_survive_a_dropped_stream_and_a_killed_server(site, webhook):
     folder, stream = site
-    write_site(folder, stream.url)
     arguments = ["--weight_path", str(folder / "model.pth"), "--site", str(folder / "site.toml"),
                  "--webhook", f"http://127.0.0.1:{webhook.server_port}/alerts"]
     service = Service(arguments)

@@ -1,6 +1,7 @@
 """Cameras of the site file (``serve.py --site``): ``GET /api/cameras`` lists them, ``GET /api/cameras/{name}``
 gives one with its newest counted frame (``.../frame.jpg``), ``GET /api/cameras/{name}/history`` what was
-counted over a time range, ``GET /api/alerts`` the alerts, ``GET /metrics`` everything for Prometheus."""
+counted over a time range, ``GET /api/alerts`` the alerts, ``GET /metrics`` everything for Prometheus (the
+page's event stream: ``events.py``)."""
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -164,3 +165,6 @@ def jpeg(rgb) -> bytes:
     """``rgb`` (``H x W x 3`` uint8) as JPEG bytes."""
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     return encoded.tobytes()
+
+
+# Left out of /openapi.json (an event stream has no answer model there); docs/serving.md documents it.
