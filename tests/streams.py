@@ -190,10 +190,13 @@ class RtspServer:
     def start(self, timeout_s: float = 15.0) -> "RtspServer":
         command = [SYSTEM_PYTHON, __file__, "rtsp", str(self.port), self.folder.name, str(self.fps),
                    str(self.lifetime_s)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its messages go to a file, not a pipe: nobody reads while it runs, and a full pipe would stop it.
+        log = Path(self.folder.name) / "server.log"
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=output)
         if not wait_for_port(self.port, timeout_s):
             self.stop()
-            error = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+            error = log.read_text(errors="replace").strip().splitlines()
             raise RuntimeError(f"the RTSP server did not listen on port {self.port} within {timeout_s:g} s: "
                                f"{error[-1] if error else 'no output'}")
         return self
@@ -209,8 +212,6 @@ class RtspServer:
 
     def __exit__(self, *exc_info):
         self.stop()
-        if self.process is not None:
-            self.process.stderr.close()
         self.folder.cleanup()
 
 
