@@ -114,4 +114,4 @@ def counting_options(args) -> CountingOptions:
                            exclusions=read_polygons(args.exclude) if args.exclude else {},
                            restore=args.save_restored, density=args.save_density, density_sigma=args.density_sigma,
                            frame_stride=args.frame_stride, frame_points=args.save_frame_points,
-                           points_json=args.save_points_json)
+                           points_json=args.save_points_json, reconnect=args.reconnect)

@@ -20,6 +20,7 @@ from inference.pictures import count_images
 from inference.job import CountingOptions
 from inference.sinks import OutputFolder
 from inference.sinks.predictions import PredictionFiles, write_nwpu_submission
+from inference.sinks.video import first_stream_frame
 from inference.video import count_video
 from inference.visualize import plot_counts
 from models.checkpoint import CheckpointError
@@ -52,13 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--frame_stride", type=at_least(1), default=1,
                        help="with video input: count every N-th frame (cameras and streams: the newest "
                             "frame, at least N after the last one counted)")
+    group.add_argument("--reconnect", action="store_true",
+                       help="with a camera or stream: when it drops or stalls (no frame for 10 s), reopen it, "
+                            "waiting 1 s and then twice as long after each failed try, up to 60 s, for as long "
+                            "as the run goes on (Ctrl-C ends it); without it a lost stream ends the run")
     group.add_argument("--save_frame_points", action="store_true",
                        help="with video input and --output_dir: also write points/<frame>.csv for every "
                             "counted frame")
     group.add_argument("--output_dir", default=None,
                        help="with --input: where to write counts.csv, points/<stem>.csv and vis/<stem>.jpg "
                             "(for a video: counts.csv per frame and vis.mp4; a video in a folder writes "
-                            "them to <its name>/); "
+                            "them to <its name>/; a camera or stream adds its rows to a counts.csv already "
+                            "there and writes vis-<UTC start>.mp4); "
                             "with --dataset_file: per-image results (per_image.csv), counts.png, and each "
                             "image's predicted and true points (predictions/<stem>.csv, truth/<stem>.csv) "
                             "(nothing is written when omitted)")
@@ -132,6 +138,9 @@ def check_combinations(parser, args, video) -> None:
     """One usage line for flags that do not go together (``video``: the video or stream ``--input`` names)."""
     if video is not None and args.save_restored:
         parser.error("--save_restored writes restored pictures; it does not apply to video input")
+    if args.reconnect and not isinstance(video, str):
+        parser.error("--reconnect is for a camera or a stream (--input 0, --input rtsp://...); a video file, a "
+                     "picture or a dataset ends by itself")
     if video is not None and args.save_points_json:
         parser.error("--save_points_json writes a file per picture; for video input use --save_frame_points")
     if args.dataset_file is not None and (args.zones or args.exclude or args.save_density):
@@ -149,6 +158,17 @@ def check_combinations(parser, args, video) -> None:
         parser.error("--save_points_json writes points/<stem>.json files: give --output_dir")
 
 
+def first_stream_frame_of(args, video, options: CountingOptions) -> int:
+    """For a camera or stream (``video``, a ``str``) counted into ``--output_dir``: the number its first frame
+    gets, after the frames the folder's ``counts.csv`` lists (0 otherwise). ``ValueError`` before any
+    work when that file has other columns, or a zone is named ``time``, a stream's column of its own."""
+    if not isinstance(video, str):
+        return 0
+    if "time" in options.zones:
+        raise ValueError(f"{args.zones}: the name 'time' is a column of a stream's counts.csv; choose another")
+    return first_stream_frame(Path(args.output_dir), options.zones) if args.output_dir else 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -162,6 +182,7 @@ def main(argv=None) -> int:
         if args.output_dir:
             check_output_dir(Path(args.output_dir), OutputFolder.folders() + PredictionFiles.folders)
         options = counting_options(args)
+        first_frame = first_stream_frame_of(args, video, options)
         state = init_distributed(resolve_device(args.device))
         counter = Counter.from_checkpoint(args.weight_path, device=state.device, **counter_options(args),
                                           log=None if state.is_main else (lambda message: None))
@@ -179,7 +200,8 @@ def main(argv=None) -> int:
                                  "torchrun (folders of pictures and videos are split across processes)")
             if isinstance(video, Path) and not video.is_file():
                 raise FileNotFoundError(f"--input {video}: no such file")
-            return count_video(counter, video, options, OutputFolder(output_dir, options).video_sinks())
+            return count_video(counter, video, options, OutputFolder(output_dir, options).video_sinks(),
+                               first_frame=first_frame)
         outputs = OutputFolder(output_dir, options, streaming=not state.distributed)
         return count_images(counter, Path(args.input), options, outputs, state, num_workers=args.num_workers)
     except BrokenPipeError:

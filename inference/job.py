@@ -17,7 +17,8 @@ class CountingOptions:
     the restoration module's view of the scene. ``density``: also write density maps, Gaussians of
     ``density_sigma`` pixels (``None``: adaptive). ``frame_stride``: count every N-th frame of a video.
     ``frame_points``: write each counted frame's points. ``points_json``: write each picture's points as
-    ``points/<stem>.json`` too.
+    ``points/<stem>.json`` too. ``reconnect``: reopen a camera or stream that drops or stalls, with backoff,
+    rather than ending (``inference.video_io.VideoSource``).
     """
 
     threshold: float = None
@@ -29,6 +30,7 @@ class CountingOptions:
     frame_stride: int = 1
     frame_points: bool = False
     points_json: bool = False
+    reconnect: bool = False
 
     def __post_init__(self):
         # Checked once here rather than on every frame; a checked dict passes through unchanged.

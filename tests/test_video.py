@@ -2,6 +2,7 @@
 every counted frame, strides, folders that mix pictures and videos, broken videos, Ctrl-C."""
 import csv
 import time
+from datetime import datetime
 
 import cv2
 import numpy as np
@@ -134,8 +135,8 @@ class Stream(VideoSource):
 
     opened = []
 
-    def __init__(self, source, stride=1, max_pixels=None):
-        super().__init__(source, stride, max_pixels)
+    def __init__(self, source, stride=1, max_pixels=None, **keywords):
+        super().__init__(source, stride, max_pixels, **keywords)
         self.live, self.frame_count = True, None
         Stream.opened.append(self)
 
@@ -163,8 +164,8 @@ class LoopingCapture:
 
 
 class Camera(Stream):
-    def __init__(self, source, stride=1, max_pixels=None):
-        super().__init__(source, stride, max_pixels)
+    def __init__(self, source, stride=1, max_pixels=None, **keywords):
+        super().__init__(source, stride, max_pixels, **keywords)
         self.capture.release()
         self.capture = LoopingCapture(source)
 
@@ -194,9 +195,48 @@ def test_ctrl_c_keeps_the_frames_counted_so_far(clip, picture_counts, tmp_path, 
     assert run_test.main(args + [str(out)]) == 0
     rows = read_csv(out / "counts.csv")
     assert f"clip.mp4: stopped by Ctrl-C after frame {rows[-1]['frame']}" in capsys.readouterr().out
-    assert len(rows) == 3 and len(decoded_frames(out / "vis.mp4")) == 3
+    # A camera's runs may follow each other into one folder: each run's video is named by its UTC start.
+    (vis,) = out.glob("vis-*.mp4")
+    assert len(rows) == 3 and len(decoded_frames(vis)) == 3
     assert [int(row["count"]) for row in rows] == [picture_counts[int(row["frame"]) % len(picture_counts)]
                                                     for row in rows]
+
+
+def test_a_cameras_runs_into_one_folder_append_and_a_video_files_run_rewrites(clip, tmp_path, monkeypatch, capsys):
+    predict, calls = Counter.predict, []
+
+    def interrupted_at_each_third_frame(self, image, *options):
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            raise KeyboardInterrupt
+        return predict(self, image, *options)
+
+    monkeypatch.setattr(Counter, "predict", interrupted_at_each_third_frame)
+    monkeypatch.setattr(inference.video, "VideoSource", Camera)
+    # The clip stands for a camera from the command line on: its name as a str, as a URL's would be.
+    monkeypatch.setattr(run_test, "video_source", str)
+    out = tmp_path / "out"
+    args = ["--weight_path", str(clip / "model.pth"), "--input", str(clip / "clip.mp4"), "--output_dir", str(out),
+            "--save_frame_points", "--frame_stride", "4"]
+    assert run_test.main(args) == 0
+    first = sorted((out / "points").iterdir())
+    kept = {path.name: path.read_bytes() for path in first}
+    assert run_test.main(args) == 0
+    text = (out / "counts.csv").read_text()
+    rows = read_csv(out / "counts.csv")
+    assert text.count("frame,time_s,time,count") == 1 and len(rows) == 4
+    frames = [int(row["frame"]) for row in rows]
+    assert frames == sorted(set(frames)), "the second run numbers its frames on from the first's last"
+    assert sorted(path.name for path in (out / "points").iterdir()) == [f"{frame:06d}.csv" for frame in frames]
+    assert {path.name: path.read_bytes() for path in first} == kept, "no earlier points file was replaced"
+    assert len(list(out.glob("vis-*.mp4"))) == 2 and not (out / "vis.mp4").exists()
+    assert f"frame {frames[2]} (" in capsys.readouterr().out
+
+    # A video file's run writes its outputs anew, as before, whatever the folder held.
+    monkeypatch.undo()
+    assert run_test.main(args) == 0
+    assert list(read_csv(out / "counts.csv")[0]) == ["frame", "time_s", "count"]
+    assert int(read_csv(out / "counts.csv")[0]["frame"]) == 0 and (out / "vis.mp4").is_file()
 
 
 @pytest.mark.parametrize("stride", [1, 3])
@@ -218,6 +258,9 @@ def test_a_stream_faster_than_the_network_is_counted_at_its_newest_frames(clip, 
                           "--output_dir", str(out), "--frame_stride", str(stride)]) == 0
     rows = read_csv(out / "counts.csv")
     frames = [int(row["frame"]) for row in rows]
+    assert list(rows[0]) == ["frame", "time_s", "time", "count"]
+    arrived = [datetime.strptime(row["time"], "%Y-%m-%dT%H:%M:%S.%fZ") for row in rows]
+    assert arrived == sorted(arrived) and all(len(row["time"]) == len("2026-12-07T23:40:05.123Z") for row in rows)
     assert all(later - earlier >= stride for earlier, later in zip(frames, frames[1:]))
     assert frames[-1] >= len(picture_counts) - stride and len(frames) < len(picture_counts)
     assert [int(row["count"]) for row in rows] == [picture_counts[frame] for frame in frames]

@@ -2,6 +2,7 @@
 what it needs of it. The counting loops (``inference.pictures``, ``inference.video``) know no file
 formats; each output is one sink class."""
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +23,28 @@ class CountedPicture:
 
 @dataclass(frozen=True)
 class CountedFrame:
-    """A counted frame of a video: its ``index`` in the source, ``time_s`` (seconds from the start), its
-    pixels (``rgb``, ``H x W x 3`` uint8) and its ``result``."""
+    """A counted frame of a video: its ``index`` (its number in the source, after those of earlier runs
+    when a stream's rows continue them), ``time_s`` (seconds from the start), its pixels (``rgb``,
+    ``H x W x 3`` uint8), its ``result`` and, for a camera or stream, ``arrived``: the UTC time it arrived."""
 
     index: int
     time_s: float
     rgb: np.ndarray
     result: CountResult
+    arrived: datetime = None
 
 
 @dataclass(frozen=True)
 class VideoStart:
-    """What video sinks learn when the source is open: its printable ``name`` and the rate at which counted
-    frames follow each other (``fps``, frames per second, already divided by the frame stride)."""
+    """What video sinks learn when the source is open: its printable ``name``, the rate at which counted
+    frames follow each other (``fps``, frames per second, already divided by the frame stride), whether it
+    is a camera or stream (``live``: its runs may continue in one folder) and when it was opened
+    (``started``, UTC)."""
 
     name: str
     fps: float
+    live: bool = False
+    started: datetime = None
 
 
 @dataclass(frozen=True)
