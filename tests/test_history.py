@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from postgres import postgres_url  # noqa: F401  (a module-scoped fixture, asked for by name below)
 from watching import history
-from watching.history import COUNTS, METADATA, choose_every, history_csv, iso, open_history
+from watching.database import COUNTS, METADATA
+from watching.history import choose_every, history_csv, iso, open_history
 
 ROOT = Path(__file__).resolve().parents[1]
 NOBODY = 65534

@@ -22,66 +22,20 @@ import csv
 import io
 import math
 import numbers
-import os
-import stat
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
+
+from .database import (ALERTS, CAMERAS_SQL, COUNTS, NAME_LENGTH, CHECKPOINT_LENGTH, ZONE_COUNTS, create_tables,
+                       postgresql_engine, sqlite_engine)
 
 MAX_ROWS = 10_000  # rows (counts or buckets) one query returns at most
-NAME_LENGTH = 200  # characters of a camera or zone name
-CHECKPOINT_LENGTH = 1000  # characters of a checkpoint name
-BUSY_TIMEOUT_S = 30  # how long an SQLite writer waits for another's lock
-CONNECT_TIMEOUT_S = 10  # how long opening a PostgreSQL connection may take
 # Bucket widths (s) that ``choose_every`` picks from: round numbers for a chart's axis.
 NICE_EVERY_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
-
-# SQLite makes only an INTEGER PRIMARY KEY an automatic row id.
-ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-METADATA = sa.MetaData()
-COUNTS = sa.Table(
-    "watch_counts", METADATA,
-    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
-    sa.Column("camera", sa.String(NAME_LENGTH), nullable=False),
-    sa.Column("ms", sa.BigInteger(), nullable=False),
-    sa.Column("count", sa.Float(), nullable=False),
-    sa.Column("threshold", sa.Float(), nullable=False),
-    sa.Column("checkpoint", sa.String(CHECKPOINT_LENGTH), nullable=False),
-    # Holds the count too, so that averaging a range reads the index alone.
-    sa.Index("watch_counts_camera_ms", "camera", "ms", "count"),
-)
-ZONE_COUNTS = sa.Table(
-    "watch_zone_counts", METADATA,
-    sa.Column("count_id", ROW_ID, sa.ForeignKey("watch_counts.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("camera", sa.String(NAME_LENGTH), nullable=False),
-    sa.Column("ms", sa.BigInteger(), nullable=False),
-    sa.Column("zone", sa.String(NAME_LENGTH), nullable=False),
-    sa.Column("count", sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint("count_id", "zone"),
-    sa.Index("watch_zone_counts_camera_ms", "camera", "ms", "zone", "count"),
-)
-ALERTS = sa.Table(
-    "watch_alerts", METADATA,
-    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
-    sa.Column("camera", sa.String(NAME_LENGTH), nullable=False),
-    sa.Column("zone", sa.String(NAME_LENGTH), nullable=True),
-    sa.Column("above", sa.Float(), nullable=False),
-    sa.Column("raised_ms", sa.BigInteger(), nullable=False),
-    sa.Column("cleared_ms", sa.BigInteger(), nullable=True),
-    sa.Column("peak", sa.Float(), nullable=False),
-    sa.Index("watch_alerts_raised", "raised_ms"),
-)
-# The names that have history, one index step per camera (a loose index scan; DISTINCT would read every row).
-CAMERAS_SQL = sa.text(
-    "WITH RECURSIVE names(name) AS (SELECT MIN(camera) FROM watch_counts UNION ALL "
-    "SELECT (SELECT MIN(camera) FROM watch_counts WHERE camera > names.name) FROM names "
-    "WHERE names.name IS NOT NULL) SELECT name FROM names WHERE name IS NOT NULL")
-
 
 class HistoryPage(NamedTuple):
     """``History.history``'s rows and the bucket width (s) they were averaged over (``None``: none)."""
@@ -129,11 +83,11 @@ def open_history(where) -> "History":
     ``ValueError`` for a URL it cannot use and ``OSError`` when the database cannot be opened, in one line
     naming the file or the URL (never its password)."""
     if isinstance(where, str) and "://" in where and not where.startswith("sqlite:"):
-        engine, shown, secret = _postgresql_engine(where)
+        engine, shown, secret = postgresql_engine(where)
     else:
-        engine, shown, secret = _sqlite_engine(where), str(where).removeprefix("sqlite:///"), None
+        engine, shown, secret = sqlite_engine(where), str(where).removeprefix("sqlite:///"), None
     try:
-        _create_tables(engine)
+        create_tables(engine)
     except SQLAlchemyError as error:
         engine.dispose()
         reason = str(getattr(error, "orig", None) or error).strip().split("\n")[0]
@@ -318,64 +272,6 @@ def _bucket_means(table: sa.Table, camera: str, start_ms: int, end_ms: int, widt
             .where(table.c.camera == camera, table.c.ms >= start_ms, table.c.ms < end_ms).subquery())
     groups = [rows.c.bucket, *([rows.c.zone] if by_zone else [])]
     return sa.select(*groups, sa.func.avg(rows.c.count)).group_by(*groups).order_by(*groups)
-
-
-def _sqlite_engine(where) -> sa.Engine:
-    path = Path(str(where).removeprefix("sqlite:///")).expanduser()
-    if path.is_dir():
-        raise OSError(f"history database {path}: is a folder, not a file")
-    # In WAL mode SQLite keeps two more files beside the database: its folder must be writable.
-    try:
-        problem = ("is not a folder" if not stat.S_ISDIR(path.parent.stat().st_mode) else
-                   None if os.access(path.parent, os.W_OK | os.X_OK) else "is not writable")
-    except FileNotFoundError:
-        problem = "does not exist"
-    except OSError as error:
-        problem = f"cannot be reached ({error.strerror})"
-    if problem:
-        raise OSError(f"history database {path}: its folder {path.parent} {problem}")
-    engine = sa.create_engine(sa.URL.create("sqlite", database=str(path)),
-                              connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
-    sa.event.listen(engine, "connect", _sqlite_settings)
-    return engine
-
-
-def _sqlite_settings(connection, _record) -> None:
-    # WAL: readers never wait for the writer, and a commit is one append to the log. synchronous=NORMAL
-    # keeps every commit across a crash of the process; only a power cut may lose the last ones.
-    cursor = connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
-def _postgresql_engine(where: str) -> tuple:
-    """``(engine, the URL as shown, its password)`` for a ``postgresql://`` URL, driven by psycopg 3."""
-    try:
-        url = sa.make_url(where)
-    except (ArgumentError, ValueError):  # their message holds the whole URL, password and all
-        raise ValueError(f"history database: ...@{where.split('@')[-1]} is not a database URL") from None
-    shown = url.render_as_string(hide_password=True)
-    if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
-        raise ValueError(f"history database {shown}: give a file path or a postgresql:// URL")
-    url = url.set(drivername="postgresql+psycopg")
-    # pool_pre_ping: a connection the server dropped (restart, failover) is replaced, not handed out.
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
-    return engine, shown, url.password
-
-
-def _create_tables(engine: sa.Engine) -> None:
-    """Create the missing tables, never drop one. Services starting together may both try to create one
-    (PostgreSQL then refuses the second); trying again finds it there."""
-    with engine.connect():
-        pass  # an unreachable server or unwritable file fails here, once, not three times below
-    for attempt in range(3):
-        try:
-            METADATA.create_all(engine, checkfirst=True)
-            return
-        except SQLAlchemyError:
-            if attempt == 2:
-                raise
 
 
 def _aware(time, what: str) -> datetime:
