@@ -5,7 +5,7 @@ stores the count in the history (``watching.history``) and feeds the camera's al
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -44,7 +44,6 @@ class CameraView:
     counted: int = 0
     interval_s: float = None
     seconds: float = None
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def state(self) -> tuple:

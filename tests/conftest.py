@@ -53,6 +53,8 @@ def fixture_problem() -> tuple:
 
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
 def browser_problem():
@@ -62,6 +64,17 @@ def browser_problem():
     if not shutil.which(CHROMIUM):
         return f"needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
     return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, through Playwright (for the tests marked ``browser``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
 
 
 def pytest_runtest_setup(item):

@@ -30,7 +30,7 @@ def evaluated(tmp_path_factory):
         f"test_data/images/{path.name} test_data/images/{path.stem}.txt\n" for path in images))
     out = root / "out"
     printed = run_and_capture(["--weight_path", str(root / "model.pth"), "--dataset_file", "Custom", "--data_root",
-                               str(root / "data"), "--test_list", "test.list", "--num_workers", "0",
+                               str(root / "data"), "--test_list", "test.list",
                                "--output_dir", str(out), "--metrics_json", str(out / "metrics.json"),
                                "--match_radius", "3", "6", "--nwpu_submission"])
     return {"root": root, "out": out, "printed": printed, "images": images}

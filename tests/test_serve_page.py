@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM
 from crowd_datasets.demo import make_scene
 from helpers import REAL_SAMPLES, REFERENCE_CHECKPOINT
 from tools.service_client import Service
@@ -22,18 +21,6 @@ from test_video import write_clip
 from util.script import EXIT_SKIPPED
 
 pytestmark = pytest.mark.browser
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM
 from sites import write_still_site
 from streams import MjpegServer, scene_jpegs
-from test_serve_page import CHROMIUM_FLAGS
 from tools.service_client import Service
 
 TOKEN = "s3cret-token"
@@ -138,16 +136,6 @@ def test_a_stream_ends_at_its_lifetime_and_keeps_alive_meanwhile(monkeypatch):
     texts, seconds = asyncio.run(run())
     assert texts[0].startswith("retry: ") and texts[1] == "event: camera\ndata: 2\n\nevent: camera\ndata: 3\n\n"
     assert len(texts) >= 4 and set(texts[2:]) == {": keep-alive\n\n"} and 0.3 <= seconds < 2
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 class SitePage:
