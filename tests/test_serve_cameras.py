@@ -114,6 +114,12 @@ def test_cameras_are_counted_stored_alerted_and_survive_a_dropped_stream_and_a_k
         status, _, answer = service.upload("/api/count", scene_jpegs(1)[0], "picture.jpg")
         assert status == 200 and answer["count"] > 0
         history_before = service.json("GET", "/api/cameras/lobby/history")[2]["rows"]
+        # The widest ranges a stranger can ask for stay bounded: buckets of their own, or one 400 line.
+        widest = "/api/cameras/lobby/history?from=0001-01-01T00:00:00Z&to=9999-12-31T00:00:00Z"
+        status, _, answer = service.json("GET", widest)
+        assert status == 200 and 0 < len(answer["rows"]) <= 10_000
+        status, _, answer = service.json("GET", widest + "&every=0.001")
+        assert status == 400 and answer["error"].startswith("every=")
     finally:
         service.stop(signal.SIGKILL)
 
